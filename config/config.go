@@ -1,0 +1,329 @@
+// Package config reads the relay's YAML configuration: it applies the
+// documented defaults, expands ${VAR} references from the environment, and
+// validates every key, reporting problems by their key path
+// ("config: nats.stream: ..."). It builds on gopkg.in/yaml.v3 for parsing
+// and pgconn for checking the Postgres connection string. The YAML tags live
+// only here; the rest of the program receives plain values.
+package config
+
+import (
+	"bytes"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"os"
+	"strings"
+)
+
+// Values of Errors.InvalidEvent.
+const (
+	// InvalidEventHalt stops the relay at the first event that cannot be
+	// published, without confirming its position.
+	InvalidEventHalt = "halt"
+	// InvalidEventDeadLetter publishes such an event to
+	// Errors.DeadLetterSubject, with the reason in its headers.
+	InvalidEventDeadLetter = "dead_letter"
+)
+
+// Config is the whole relay configuration.
+type Config struct {
+	Postgres Postgres `yaml:"postgres"`
+	Outbox   Outbox   `yaml:"outbox"`
+	NATS     NATS     `yaml:"nats"`
+	Errors   Errors   `yaml:"errors"`
+	HTTP     HTTP     `yaml:"http"`
+	Log      Log      `yaml:"log"`
+}
+
+// Postgres says where the outbox lives and which replication objects the
+// relay uses.
+type Postgres struct {
+	// URL is a libpq connection string (URL or keyword/value form). It is
+	// required. It may carry a password: log it only through Redact.
+	URL string `yaml:"url"`
+	// Slot is the logical replication slot, created if missing.
+	Slot string `yaml:"slot"`
+	// Publication is created if missing, FOR TABLE the outbox table.
+	Publication string `yaml:"publication"`
+}
+
+// Outbox describes the outbox table.
+type Outbox struct {
+	// Table is "schema.name"; ParseConfig adds the schema "public" when it
+	// is left out. Names are exact (case-sensitive), as pgoutput reports
+	// them.
+	Table   string  `yaml:"table"`
+	Columns Columns `yaml:"columns"`
+	// Headers are extra columns copied to message headers, in the order
+	// they appear in the file.
+	Headers []HeaderColumn `yaml:"headers"`
+}
+
+// Columns names the outbox columns that make up an event. The defaults are
+// Debezium's outbox column names.
+type Columns struct {
+	ID            string `yaml:"id"`
+	AggregateType string `yaml:"aggregate_type"`
+	AggregateID   string `yaml:"aggregate_id"`
+	Type          string `yaml:"type"`
+	Payload       string `yaml:"payload"`
+}
+
+// HeaderColumn copies the value of Column into the message header Header.
+// In YAML it is one entry of the outbox.headers mapping (column: Header).
+type HeaderColumn struct {
+	Column string
+	Header string
+}
+
+// NATS says where and how events are published.
+type NATS struct {
+	// URL is one server URL or a comma-separated list; see URLs.
+	URL string `yaml:"url"`
+	// Stream is the JetStream stream, created if missing.
+	Stream string `yaml:"stream"`
+	// Subject is the subject template, e.g.
+	// "outbox.{aggregate_type}.{aggregate_id}".
+	Subject string `yaml:"subject"`
+
+	// At most one of: Creds, NKey, User with Password, Token.
+	Creds    string `yaml:"creds"` // path to a .creds file (JWT and seed)
+	NKey     string `yaml:"nkey"`  // path to an NKey seed file
+	User     string `yaml:"user"`
+	Password string `yaml:"password"`
+	Token    string `yaml:"token"`
+
+	TLS TLS `yaml:"tls"`
+}
+
+// TLS holds the paths of the files for TLS to NATS. CA alone verifies the
+// server; Cert and Key (both or neither) add a client certificate.
+type TLS struct {
+	CA   string `yaml:"ca"`
+	Cert string `yaml:"cert"`
+	Key  string `yaml:"key"`
+}
+
+// Errors is the policy for events that cannot be published.
+type Errors struct {
+	// InvalidEvent is InvalidEventHalt or InvalidEventDeadLetter.
+	InvalidEvent      string `yaml:"invalid_event"`
+	DeadLetterSubject string `yaml:"dead_letter_subject"`
+}
+
+// HTTP configures the health and metrics server.
+type HTTP struct {
+	// Listen is host:port; empty disables the server.
+	Listen string `yaml:"listen"`
+}
+
+// Log configures the process log.
+type Log struct {
+	Level  string `yaml:"level"`  // debug, info, warn or error
+	Format string `yaml:"format"` // text or json
+}
+
+// DefaultConfig returns the configuration used for every key the file
+// leaves out. Postgres.URL has no default.
+func DefaultConfig() Config {
+	return Config{
+		Postgres: Postgres{
+			Slot:        "outboxrelay",
+			Publication: "outboxrelay",
+		},
+		Outbox: Outbox{
+			Table: "public.outbox",
+			Columns: Columns{
+				ID:            "id",
+				AggregateType: "aggregatetype",
+				AggregateID:   "aggregateid",
+				Type:          "type",
+				Payload:       "payload",
+			},
+		},
+		NATS: NATS{
+			URL:     "nats://127.0.0.1:4222",
+			Stream:  "OUTBOX",
+			Subject: "outbox.{aggregate_type}.{aggregate_id}",
+		},
+		Errors: Errors{
+			InvalidEvent:      InvalidEventHalt,
+			DeadLetterSubject: "outbox.dead_letter",
+		},
+		HTTP: HTTP{Listen: "127.0.0.1:8080"},
+		Log:  Log{Level: "info", Format: "text"},
+	}
+}
+
+// Error is one problem with a configuration. Its message never contains a
+// password or token.
+type Error struct {
+	File string // set by Load
+	Line int    // 1-based line in File, 0 when unknown
+	Key  string // dotted key path, e.g. "nats.stream"; empty for the whole document
+	Msg  string
+}
+
+// Error formats e as "config: [file:line: ]key: message".
+func (e *Error) Error() string {
+	var b strings.Builder
+	b.WriteString("config: ")
+	switch {
+	case e.File != "" && e.Line > 0:
+		fmt.Fprintf(&b, "%s:%d: ", e.File, e.Line)
+	case e.File != "":
+		b.WriteString(e.File + ": ")
+	case e.Key == "" && e.Line > 0:
+		fmt.Fprintf(&b, "line %d: ", e.Line)
+	}
+	if e.Key != "" {
+		b.WriteString(e.Key + ": ")
+	}
+	b.WriteString(e.Msg)
+	return b.String()
+}
+
+// ParseConfig reads a YAML configuration from r: it starts from
+// DefaultConfig, applies the keys present in the YAML, expands ${VAR} and
+// ${VAR:-default} in the values from the process environment, and
+// validates the result. Expansion works on the parsed values, so a value
+// from the environment cannot change the YAML structure. All problems found
+// are returned together (joined), each as an *Error, with a zero Config.
+func ParseConfig(r io.Reader) (Config, error) {
+	return ParseConfigEnv(r, os.LookupEnv)
+}
+
+// ParseConfigEnv is ParseConfig with lookup in place of os.LookupEnv.
+func ParseConfigEnv(r io.Reader, lookup func(string) (string, bool)) (Config, error) {
+	return parse(r, lookup, "")
+}
+
+// Load reads and parses the configuration file at path. Its errors name the
+// file (and the line, when known).
+func Load(path string) (Config, error) {
+	b, err := os.ReadFile(path)
+	if err != nil {
+		return Config{}, fmt.Errorf("config: %w", err)
+	}
+	return parse(bytes.NewReader(b), os.LookupEnv, path)
+}
+
+func parse(r io.Reader, lookup func(string) (string, bool), file string) (Config, error) {
+	b, err := io.ReadAll(r)
+	if err != nil {
+		return Config{}, fmt.Errorf("config: read: %w", err)
+	}
+	c := DefaultConfig()
+	d := decoder{lookup: lookup, lines: make(map[string]int)}
+	d.document(b, &c)
+	errs := d.errs
+	if len(errs) == 0 {
+		c.Outbox.Table = normalizeTable(c.Outbox.Table)
+		errs = c.validate()
+		for _, e := range errs {
+			e.Line = d.lines[e.Key]
+		}
+	}
+	if len(errs) > 0 {
+		for _, e := range errs {
+			e.File = file
+		}
+		return Config{}, joinErrors(errs)
+	}
+	return c, nil
+}
+
+// Validate checks every key and returns all problems found (joined), each
+// as an *Error. ParseConfig and Load call it.
+func (c Config) Validate() error {
+	return joinErrors(c.validate())
+}
+
+func joinErrors(errs []*Error) error {
+	if len(errs) == 0 {
+		return nil
+	}
+	if len(errs) == 1 {
+		return errs[0]
+	}
+	all := make([]error, len(errs))
+	for i, e := range errs {
+		all[i] = e
+	}
+	return errors.Join(all...)
+}
+
+// URLs returns the server URLs of the comma-separated URL, trimmed, without
+// empty entries.
+func (n NATS) URLs() []string {
+	var urls []string
+	for u := range strings.SplitSeq(n.URL, ",") {
+		if u = strings.TrimSpace(u); u != "" {
+			urls = append(urls, u)
+		}
+	}
+	return urls
+}
+
+// NATSURLs returns c.NATS.URLs().
+func (c Config) NATSURLs() []string { return c.NATS.URLs() }
+
+// TableName returns the outbox table's schema and name; the schema is
+// "public" when Table has none.
+func (o Outbox) TableName() (schema, name string) {
+	if s, n, ok := strings.Cut(o.Table, "."); ok {
+		return s, n
+	}
+	return "public", o.Table
+}
+
+func normalizeTable(t string) string {
+	if t == "" || strings.Contains(t, ".") {
+		return t
+	}
+	return "public." + t
+}
+
+// SubjectPrefix returns the literal tokens of the subject template before
+// the first placeholder, joined by '.': "outbox" for
+// "outbox.{aggregate_type}.{aggregate_id}". The stream's subjects are
+// SubjectPrefix()+".>".
+func (n NATS) SubjectPrefix() string {
+	var lit []string
+	for tok := range strings.SplitSeq(n.Subject, ".") {
+		if strings.ContainsAny(tok, "{}") {
+			break
+		}
+		lit = append(lit, tok)
+	}
+	return strings.Join(lit, ".")
+}
+
+// SlogLevel returns the slog level named by Level (info when unknown).
+func (l Log) SlogLevel() slog.Level {
+	switch l.Level {
+	case "debug":
+		return slog.LevelDebug
+	case "warn":
+		return slog.LevelWarn
+	case "error":
+		return slog.LevelError
+	}
+	return slog.LevelInfo
+}
+
+// Redacted returns a copy of c that is safe to print: passwords in the
+// URLs, nats.password and nats.token are replaced by "xxxxx".
+func (c Config) Redacted() Config {
+	c.Postgres.URL = Redact(c.Postgres.URL)
+	c.NATS.URL = redactList(c.NATS.URL)
+	if c.NATS.Password != "" {
+		c.NATS.Password = mask
+	}
+	if c.NATS.Token != "" {
+		c.NATS.Token = mask
+	}
+	c.Outbox.Headers = append([]HeaderColumn(nil), c.Outbox.Headers...)
+	return c
+}

@@ -1,0 +1,54 @@
+package config_test
+
+import (
+	"bytes"
+	"os"
+	"strings"
+	"testing"
+
+	"github.com/outboxrelay/outboxrelay/config"
+)
+
+// FuzzParseConfig checks that no input makes ParseConfig panic, that every
+// error it returns is a "config: " error, and that whatever it accepts is
+// valid and has a usable subject prefix.
+func FuzzParseConfig(f *testing.F) {
+	example, err := os.ReadFile("../config.example.yaml")
+	if err != nil {
+		f.Fatal(err)
+	}
+	f.Add(example)
+	f.Add([]byte(pg))
+	for _, tc := range badConfigs {
+		f.Add([]byte(tc.yaml))
+	}
+	f.Add([]byte(pg + "  slot: &a [*a]\n"))
+	f.Add([]byte(pg + "outbox:\n  headers: {a: ${HDR:-X-A}, b: $$B}\n"))
+	f.Add([]byte("postgres: {url: 'postgres://u:${PGPASSWORD}@h/db'}\nnats: {url: 'nats://a,b:1', subject: 'a.b-{aggregate_id}-c.{partition}'}\n"))
+
+	lookup := env(map[string]string{"PGPASSWORD": "pw", "HDR": "X-Hdr", "EMPTY": ""})
+	f.Fuzz(func(t *testing.T, data []byte) {
+		c, err := config.ParseConfigEnv(bytes.NewReader(data), lookup)
+		if err != nil {
+			for line := range strings.SplitSeq(err.Error(), "\n") {
+				if !strings.HasPrefix(line, "config: ") {
+					t.Fatalf("error line %q lacks the config: prefix", line)
+				}
+			}
+			return
+		}
+		if err := c.Validate(); err != nil {
+			t.Fatalf("ParseConfig accepted a config that Validate rejects: %v", err)
+		}
+		if c.NATS.SubjectPrefix() == "" {
+			t.Fatalf("accepted subject %q has no literal prefix", c.NATS.Subject)
+		}
+		if len(c.NATSURLs()) == 0 {
+			t.Fatalf("accepted nats.url %q has no URLs", c.NATS.URL)
+		}
+		if s, n := c.Outbox.TableName(); s == "" || n == "" {
+			t.Fatalf("accepted table %q splits into %q, %q", c.Outbox.Table, s, n)
+		}
+		_ = c.Redacted()
+	})
+}

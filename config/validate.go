@@ -1,0 +1,283 @@
+package config
+
+import (
+	"fmt"
+	"net"
+	"net/url"
+	"reflect"
+	"regexp"
+	"strconv"
+	"strings"
+	"unicode"
+
+	"github.com/jackc/pgx/v5/pgconn"
+)
+
+type validator struct{ errs []*Error }
+
+func (v *validator) fail(key, format string, args ...any) {
+	v.errs = append(v.errs, &Error{Key: key, Msg: fmt.Sprintf(format, args...)})
+}
+
+// validate returns every problem in c. Values of secret keys (passwords,
+// tokens, the user name) are never quoted; URLs only redacted.
+func (c Config) validate() []*Error {
+	var v validator
+	v.postgres(c.Postgres)
+	v.outbox(c.Outbox)
+	v.nats(c.NATS)
+	v.errors(c.Errors)
+	v.http(c.HTTP)
+	v.log(c.Log)
+	return v.errs
+}
+
+var (
+	slotRE        = regexp.MustCompile(`^[a-z0-9_]{1,63}$`)
+	publicationRE = regexp.MustCompile(`^[A-Za-z_][A-Za-z0-9_]{0,62}$`)
+	tableIdentRE  = regexp.MustCompile(`^[A-Za-z_][A-Za-z0-9_$]{0,62}$`)
+)
+
+func (v *validator) postgres(p Postgres) {
+	if p.URL == "" {
+		v.fail("postgres.url", "is required (for example postgres://relay:${PGPASSWORD}@db:5432/app)")
+	} else if _, err := pgconn.ParseConfig(p.URL); err != nil {
+		msg := pgParseMessage(p.URL, err)
+		if strings.Contains(p.URL, "://") && (strings.Contains(msg, "as URL") || strings.Contains(msg, "invalid port")) {
+			msg += "; in a URL, percent-encode special characters of the user name and password ('@' as %40, '/' as %2F, ':' as %3A, ' ' as %20)"
+		}
+		v.fail("postgres.url", "invalid connection string: %s", msg)
+	}
+	if !slotRE.MatchString(p.Slot) {
+		v.fail("postgres.slot", "must be 1 to 63 lower-case letters, digits or '_' (a Postgres replication slot name); got %q", p.Slot)
+	}
+	if !publicationRE.MatchString(p.Publication) {
+		v.fail("postgres.publication", "must be an identifier of letters, digits and '_', not starting with a digit, at most 63 bytes; got %q", p.Publication)
+	}
+}
+
+func (v *validator) outbox(o Outbox) {
+	parts := strings.Split(o.Table, ".")
+	ok := len(parts) <= 2
+	for _, p := range parts {
+		ok = ok && tableIdentRE.MatchString(p)
+	}
+	if !ok {
+		v.fail("outbox.table", "must be name or schema.name, each an unquoted identifier (letters, digits, '_' or '$', not starting with a digit, at most 63 bytes); got %q", o.Table)
+	}
+
+	cols := reflect.ValueOf(o.Columns)
+	for i := range cols.NumField() {
+		key := "outbox.columns." + yamlKey(cols.Type().Field(i))
+		switch name := cols.Field(i).String(); {
+		case name == "":
+			v.fail(key, "must not be empty")
+		case len(name) > 63 || strings.ContainsRune(name, 0):
+			v.fail(key, "is not a valid column name (at most 63 bytes, no NUL)")
+		}
+	}
+
+	seen := make(map[string]string) // lower-case header -> column
+	for _, h := range o.Headers {
+		key := "outbox.headers." + quoteKey(h.Column)
+		if h.Column == "" {
+			v.fail("outbox.headers", "a column name must not be empty")
+			continue
+		}
+		if err := checkHeaderName(h.Header); err != "" {
+			v.fail(key, "%s", err)
+			continue
+		}
+		lower := strings.ToLower(h.Header)
+		if prev, dup := seen[lower]; dup {
+			v.fail(key, "header %q is already set from column %q", h.Header, prev)
+			continue
+		}
+		seen[lower] = h.Column
+	}
+}
+
+func checkHeaderName(h string) string {
+	if h == "" {
+		return "header name must not be empty"
+	}
+	for i := 0; i < len(h); i++ {
+		if h[i] <= ' ' || h[i] > '~' || h[i] == ':' {
+			return fmt.Sprintf("header name %q is not valid: use printable ASCII without ':' or whitespace", h)
+		}
+	}
+	for _, p := range []string{"Nats-", "Outbox-"} {
+		if len(h) >= len(p) && strings.EqualFold(h[:len(p)], p) {
+			return fmt.Sprintf("header name %q is reserved: names starting with %q are set by NATS or the relay", h, p)
+		}
+	}
+	return ""
+}
+
+var natsSchemes = map[string]bool{"nats": true, "tls": true, "ws": true, "wss": true}
+
+func (v *validator) nats(n NATS) {
+	urlAuth := v.natsURLs(n.URL)
+
+	switch {
+	case n.Stream == "":
+		v.fail("nats.stream", "is required")
+	case strings.IndexFunc(n.Stream, func(r rune) bool {
+		return unicode.IsSpace(r) || unicode.IsControl(r) || strings.ContainsRune(".*>/\\", r)
+	}) >= 0:
+		v.fail("nats.stream", "must not contain spaces, '.', '*', '>', '/' or '\\'; got %q", n.Stream)
+	}
+
+	if _, err := parseSubjectTemplate(n.Subject); err != nil {
+		v.fail("nats.subject", "%s", err)
+	}
+
+	// At most one authentication method, so it is never ambiguous which
+	// one the server sees.
+	methods := []struct {
+		key string
+		set bool
+	}{
+		{"nats.url", urlAuth},
+		{"nats.creds", n.Creds != ""},
+		{"nats.nkey", n.NKey != ""},
+		{"nats.user", n.User != "" || n.Password != ""},
+		{"nats.token", n.Token != ""},
+	}
+	first := ""
+	for _, m := range methods {
+		switch {
+		case !m.set:
+		case first == "":
+			first = m.key
+		default:
+			other := first
+			if first == "nats.url" {
+				other = "credentials in nats.url"
+			}
+			v.fail(m.key, "cannot be combined with %s: use only one authentication method (creds, nkey, user and password, or token)", other)
+		}
+	}
+	if n.User != "" && n.Password == "" {
+		v.fail("nats.password", "is required when nats.user is set")
+	}
+	if n.Password != "" && n.User == "" {
+		v.fail("nats.user", "is required when nats.password is set")
+	}
+	if n.TLS.Cert != "" && n.TLS.Key == "" {
+		v.fail("nats.tls.key", "is required when nats.tls.cert is set (the client certificate's private key)")
+	}
+	if n.TLS.Key != "" && n.TLS.Cert == "" {
+		v.fail("nats.tls.cert", "is required when nats.tls.key is set (the client certificate)")
+	}
+}
+
+// natsURLs checks the comma-separated server list and reports whether any
+// URL carries credentials.
+func (v *validator) natsURLs(list string) (hasAuth bool) {
+	if strings.TrimSpace(list) == "" {
+		v.fail("nats.url", "is required (for example nats://127.0.0.1:4222)")
+		return false
+	}
+	entries := strings.Split(list, ",")
+	for i, raw := range entries {
+		raw = strings.TrimSpace(raw)
+		which := "the URL"
+		if len(entries) > 1 {
+			which = fmt.Sprintf("entry %d", i+1)
+		}
+		if raw == "" {
+			v.fail("nats.url", "%s is empty (separate server URLs with single commas)", which)
+			continue
+		}
+		s := raw
+		if !strings.Contains(s, "://") {
+			s = "nats://" + s
+		}
+		u, err := url.Parse(s)
+		if err != nil {
+			// url.Parse's error quotes the URL, password included.
+			v.fail("nats.url", "%s is not a valid URL (use nats://host:port, tls://, ws:// or wss://, or host:port)", which)
+			continue
+		}
+		shown := Redact(raw)
+		switch {
+		case !natsSchemes[u.Scheme]:
+			v.fail("nats.url", "%s (%s): scheme %q is not supported (use nats, tls, ws or wss)", which, shown, u.Scheme)
+		case u.Hostname() == "":
+			v.fail("nats.url", "%s (%s) has no host", which, shown)
+		case u.Port() != "" && !validPort(u.Port(), false):
+			v.fail("nats.url", "%s (%s) has an invalid port", which, shown)
+		}
+		if u.User != nil {
+			hasAuth = true
+		}
+	}
+	return hasAuth
+}
+
+func validPort(p string, zeroOK bool) bool {
+	n, err := strconv.Atoi(p)
+	return err == nil && n <= 65535 && (n > 0 || zeroOK && n == 0) && p[0] != '+' && p[0] != '-'
+}
+
+func (v *validator) errors(e Errors) {
+	switch e.InvalidEvent {
+	case InvalidEventHalt, InvalidEventDeadLetter:
+	default:
+		v.fail("errors.invalid_event", "must be %q or %q; got %q", InvalidEventHalt, InvalidEventDeadLetter, e.InvalidEvent)
+	}
+	if e.DeadLetterSubject == "" {
+		v.fail("errors.dead_letter_subject", "is required")
+	} else if err := checkLiteralSubject(e.DeadLetterSubject); err != "" {
+		v.fail("errors.dead_letter_subject", "%s", err)
+	}
+}
+
+func checkLiteralSubject(s string) string {
+	for i, tok := range strings.Split(s, ".") {
+		if tok == "" {
+			return fmt.Sprintf("token %d is empty; a subject is non-empty tokens separated by single '.'", i+1)
+		}
+		if r, bad := badSubjectRune(tok); bad {
+			return fmt.Sprintf("contains %q; it must be a literal subject without whitespace or wildcards ('*', '>')", r)
+		}
+		if strings.ContainsAny(tok, "{}") {
+			return "must be a literal subject: placeholders such as {aggregate_id} are not expanded here"
+		}
+	}
+	return ""
+}
+
+// badSubjectRune returns the first rune of a subject token that NATS does
+// not allow in a literal token.
+func badSubjectRune(tok string) (rune, bool) {
+	for _, r := range tok {
+		if unicode.IsSpace(r) || unicode.IsControl(r) || r == '*' || r == '>' || r == '.' {
+			return r, true
+		}
+	}
+	return 0, false
+}
+
+func (v *validator) http(h HTTP) {
+	if h.Listen == "" {
+		return
+	}
+	if _, port, err := net.SplitHostPort(h.Listen); err != nil || !validPort(port, true) {
+		v.fail("http.listen", "must be host:port, for example 127.0.0.1:8080 or :8080 (or empty to disable the HTTP server); got %q", h.Listen)
+	}
+}
+
+func (v *validator) log(l Log) {
+	switch l.Level {
+	case "debug", "info", "warn", "error":
+	default:
+		v.fail("log.level", "must be debug, info, warn or error; got %q", l.Level)
+	}
+	switch l.Format {
+	case "text", "json":
+	default:
+		v.fail("log.format", "must be text or json; got %q", l.Format)
+	}
+}
