@@ -1,0 +1,230 @@
+package sink
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/nats-io/nats.go"
+)
+
+// send publishes one event chained on seq-1. Only Run calls it.
+func (s *Sink) send(e *inflight, epoch uint64) error {
+	ev := e.ev
+	m := &s.msg
+	if ev.Invalid != "" {
+		m.Subject = s.cfg.DeadLetterSubject
+	} else {
+		s.subjBuf = s.subject.Render(s.subjBuf[:0], ev)
+		m.Subject = string(s.subjBuf)
+	}
+	m.Reply = s.replySubject(epoch, e.seq)
+	m.Data = ev.Payload
+	h := m.Header
+	clear(h)
+	set := func(i int, k, v string) {
+		s.hdrVals[i][0] = v
+		h[k] = s.hdrVals[i]
+	}
+	set(0, HeaderMsgID, ev.ID)
+	set(1, HeaderExpectedSeq, strconv.FormatUint(e.seq-1, 10))
+	set(2, HeaderEventID, ev.ID)
+	set(3, HeaderEventType, ev.Type)
+	set(4, HeaderAggregateType, ev.AggregateType)
+	set(5, HeaderAggregateID, ev.AggregateID)
+	set(6, HeaderCommitLSN, ev.CommitLSN.String())
+	set(7, HeaderTxSeq, strconv.FormatUint(uint64(ev.TxSeq), 10))
+	set(8, HeaderCommitTime, ev.CommitTime.UTC().Format(time.RFC3339Nano))
+	for _, x := range ev.Headers {
+		h[x.Name] = []string{x.Value}
+	}
+	if ev.Invalid != "" {
+		h[HeaderError] = []string{ev.Invalid}
+		h[HeaderTable] = []string{ev.Table}
+	}
+	return s.nc.PublishMsg(m)
+}
+
+type pubAck struct {
+	Stream    string `json:"stream"`
+	Seq       uint64 `json:"seq"`
+	Duplicate bool   `json:"duplicate"`
+	Error     *struct {
+		Code        int    `json:"code"`
+		ErrCode     int    `json:"err_code"`
+		Description string `json:"description"`
+	} `json:"error"`
+}
+
+// onAck handles a PubAck (or a publish error) for the send that took the
+// sequence named in the reply subject.
+func (s *Sink) onAck(m *nats.Msg) {
+	epoch, seq, ok := parseReply(strings.TrimPrefix(m.Subject, s.inbox))
+	if !ok {
+		return
+	}
+	var ack pubAck
+	var ackErr error
+	switch {
+	case len(m.Data) == 0 && m.Header.Get("Status") == "503":
+		ackErr = errors.New("no responders: the stream has no leader right now, or JetStream is not available")
+	case json.Unmarshal(m.Data, &ack) != nil:
+		ackErr = fmt.Errorf("unreadable PubAck %q", truncate(m.Data, 200))
+	case ack.Error != nil:
+		ackErr = fmt.Errorf("stream said: %s (err_code %d)", ack.Error.Description, ack.Error.ErrCode)
+	case ack.Stream != s.cfg.Stream:
+		ackErr = fmt.Errorf("PubAck from stream %q, want %q: another stream also captures the subject", ack.Stream, s.cfg.Stream)
+	}
+
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if epoch != s.epoch || s.head == s.sent || seq < s.queue[s.head].seq {
+		return // for a send before the last resume, or already settled
+	}
+	i := s.head + int(seq-s.queue[s.head].seq)
+	if i >= s.sent || s.queue[i].seq != seq {
+		return
+	}
+	if ackErr != nil {
+		s.breakLocked(ackErr)
+		return
+	}
+	// The chain guarantees that a message stored at seq follows everything
+	// sent before it, so every earlier send is stored too.
+	for n := i - s.head + 1; n > 0; n-- {
+		s.popLocked() // may compact the queue: count, do not compare indexes
+	}
+	if ack.Duplicate || ack.Seq != seq {
+		// Already stored by an earlier send (possible only when the position
+		// could not be read back, see lastPosition): the prediction is off.
+		s.breakLocked(fmt.Errorf("stream stored sequence %d (duplicate=%v), relay predicted %d", ack.Seq, ack.Duplicate, seq))
+	}
+}
+
+// popLocked settles the oldest event as stored. s.mu must be held.
+func (s *Sink) popLocked() {
+	e := s.queue[s.head]
+	s.queue[s.head] = nil
+	s.head++
+	s.queuedBytes -= e.size
+	s.stored = Position{e.ev.CommitLSN, e.ev.TxSeq}
+	s.published.Add(1)
+	if e.ev.Invalid != "" {
+		s.deadLettered.Add(1)
+	}
+	if s.cfg.ObserveLatency != nil {
+		s.cfg.ObserveLatency(time.Since(e.ev.CommitTime))
+	}
+	s.acker.Ack(e.ev.CommitLSN)
+	if s.head == len(s.queue) {
+		s.queue, s.head, s.sent = s.queue[:0], 0, 0
+	} else if s.head > 1024 && s.head > len(s.queue)/2 {
+		n := copy(s.queue, s.queue[s.head:])
+		clear(s.queue[n:])
+		s.queue, s.sent, s.head = s.queue[:n], s.sent-s.head, 0
+	}
+	s.cond.Broadcast()
+}
+
+// resume re-establishes the chain: it reads the stream's last message,
+// settles every queued event at or before its position as stored, and
+// makes the rest wait to be sent again, chained on the stream's last
+// sequence. It works whatever the duplicate window is.
+func (s *Sink) resume(ctx context.Context) error {
+	if !s.nc.IsConnected() {
+		return fmt.Errorf("not connected to NATS (%s)", s.nc.Status())
+	}
+	ctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+	defer cancel()
+	s.mu.Lock()
+	st := s.stream
+	s.mu.Unlock()
+	if st == nil {
+		var err error
+		st, err = EnsureStream(ctx, s.js, s.cfg.Stream, s.subject.Prefix, s.cfg.ExtraSubjects...)
+		if err != nil {
+			var cfgErr *StreamConfigError
+			if errors.As(err, &cfgErr) {
+				return s.setFatal(err)
+			}
+			return err
+		}
+	}
+	lastSeq, pos, found, err := lastPosition(ctx, st)
+	if errors.Is(err, ErrSharedStream) {
+		return s.setFatal(err)
+	}
+	if err != nil {
+		return err
+	}
+
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.stream = st
+	if found && pos.Less(s.stored) {
+		s.fatal = fmt.Errorf("stream %q lost events it had acknowledged: its last message is at %s but %s was stored before; was the stream purged or recreated? The relay stops rather than publish out of order; restore the stream, or delete it and the slot to start over", s.cfg.Stream, pos, s.stored)
+		s.cond.Broadcast()
+		return s.fatal
+	}
+	s.epoch++
+	settled := 0
+	if found {
+		for s.head < len(s.queue) && s.queue[s.head].ev.Before(pos.CommitLSN, pos.TxSeq) {
+			s.popLocked()
+			settled++
+		}
+		if s.last.Less(pos) {
+			s.last = pos
+		}
+		if s.stored.Less(pos) {
+			s.stored = pos
+		}
+	} else if lastSeq > 0 {
+		s.log.Warn("the stream's last message is gone (WorkQueue or Interest retention, or a purge); exactly-once now relies on the stream's duplicate window", "last_seq", lastSeq)
+	}
+	s.nextSeq = lastSeq + 1
+	s.sent = s.head
+	s.broken = nil
+	s.resumed = true
+	s.resumes.Add(1)
+	s.cond.Broadcast()
+	s.log.Info("publish chain resumed", "last_seq", lastSeq, "position", pos.String(), "settled", settled, "to_send", len(s.queue)-s.head)
+	return nil
+}
+
+func (s *Sink) setFatal(err error) error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.fatal = err
+	s.cond.Broadcast()
+	return err
+}
+
+// StreamConfigError means the stream cannot be used as configured; retrying
+// will not help.
+type StreamConfigError struct{ Err error }
+
+func (e *StreamConfigError) Error() string { return e.Err.Error() }
+func (e *StreamConfigError) Unwrap() error { return e.Err }
+
+func parseReply(tail string) (epoch, seq uint64, ok bool) {
+	dot := strings.IndexByte(tail, '.')
+	if dot < 0 {
+		return 0, 0, false
+	}
+	epoch, err1 := strconv.ParseUint(tail[:dot], 10, 64)
+	seq, err2 := strconv.ParseUint(tail[dot+1:], 10, 64)
+	return epoch, seq, err1 == nil && err2 == nil
+}
+
+func truncate(b []byte, n int) []byte {
+	if len(b) > n {
+		return append(bytes.Clone(b[:n]), "..."...)
+	}
+	return b
+}

@@ -1,0 +1,377 @@
+// Package sink publishes outbox events to NATS JetStream, exactly once and in
+// order. It ensures the stream, renders subjects and headers, and pipelines
+// publishes chained on stream sequences (Nats-Expected-Last-Sequence), so the
+// server rejects anything that would land out of order. After any error it
+// resumes from the stream's last message (DESIGN.md, "How I2 is achieved").
+package sink
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"math/rand/v2"
+	"strconv"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/jackc/pglogrepl"
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+	"github.com/outboxrelay/outboxrelay/decode"
+)
+
+// Acker is told once for every event given to Publish, when the event is
+// stored in the stream (or was found already stored).
+type Acker interface {
+	Ack(commit pglogrepl.LSN)
+}
+
+// Config holds the sink's settings. Zero values take the documented defaults.
+type Config struct {
+	Stream  string // stream name; required
+	Subject string // subject template; required
+	// DeadLetterSubject, when set, is where events that cannot be published
+	// as they are go (errors.invalid_event: dead_letter); when empty, such an
+	// event halts the sink.
+	DeadLetterSubject string
+	// ExtraSubjects are subjects the stream must capture besides the template's.
+	ExtraSubjects   []string
+	Window          int           // events in flight at most; default 4096
+	WindowBytes     int           // payload bytes in flight at most; default 32 MiB
+	AckTimeout      time.Duration // a PubAck not seen by then breaks the chain; default 5s
+	Logger          *slog.Logger  // default slog.Default()
+	ObserveLatency  func(time.Duration)
+	MaxResumeBackof time.Duration // default 5s
+}
+
+// Stats are counters for metrics.
+type Stats struct {
+	Published    uint64 // events stored
+	DeadLettered uint64 // of which on the dead-letter subject
+	InFlight     int
+	Resumes      uint64
+}
+
+// Sink is the JetStream side of the relay. Publish enqueues; Run sends,
+// receives PubAcks and resumes the chain. Call Run exactly once.
+type Sink struct {
+	cfg     Config
+	nc      *nats.Conn
+	js      jetstream.JetStream
+	subject *Subject
+	acker   Acker
+	log     *slog.Logger
+	inbox   string
+
+	kick chan struct{} // wakes Run; capacity 1
+
+	mu   sync.Mutex
+	cond *sync.Cond // broadcast when the window has room or state changes
+	// queue holds events handed to Publish and not yet acked, in WAL order.
+	// queue[head:sent] are on the wire; queue[sent:] wait for Run.
+	queue       []*inflight
+	head, sent  int
+	queuedBytes int
+	stream      jetstream.Stream
+	nextSeq     uint64 // stream sequence the next send takes
+	epoch       uint64 // bumped by every resume; stale PubAcks are ignored
+	broken      error  // why the chain needs a resume; nil while healthy
+	resumed     bool   // the first resume is done
+	fatal       error
+	last        Position // newest position enqueued or stored
+	stored      Position // newest position acked by the stream
+
+	published    atomic.Uint64
+	deadLettered atomic.Uint64
+	resumes      atomic.Uint64
+
+	// Owned by Run: reused for every send.
+	msg     nats.Msg
+	subjBuf []byte
+	hdrVals [9][]string
+}
+
+type inflight struct {
+	ev   *decode.Event
+	seq  uint64 // stream sequence it was sent to take
+	sent time.Time
+	size int
+}
+
+// New returns a sink that publishes on nc. Nothing is sent before Run.
+func New(nc *nats.Conn, cfg Config, acker Acker) (*Sink, error) {
+	if cfg.Window <= 0 {
+		cfg.Window = 4096
+	}
+	if cfg.WindowBytes <= 0 {
+		cfg.WindowBytes = 32 << 20
+	}
+	if cfg.AckTimeout <= 0 {
+		cfg.AckTimeout = 5 * time.Second
+	}
+	if cfg.MaxResumeBackof <= 0 {
+		cfg.MaxResumeBackof = 5 * time.Second
+	}
+	if cfg.Logger == nil {
+		cfg.Logger = slog.Default()
+	}
+	subj, err := ParseSubject(cfg.Subject)
+	if err != nil {
+		return nil, err
+	}
+	js, err := jetstream.New(nc)
+	if err != nil {
+		return nil, fmt.Errorf("jetstream: %w", err)
+	}
+	s := &Sink{
+		cfg: cfg, nc: nc, js: js, subject: subj, acker: acker,
+		log:    cfg.Logger.With("stream", cfg.Stream),
+		inbox:  nc.NewInbox() + ".",
+		kick:   make(chan struct{}, 1),
+		broken: errors.New("not started"),
+	}
+	s.cond = sync.NewCond(&s.mu)
+	s.msg.Header = nats.Header{}
+	for i := range s.hdrVals {
+		s.hdrVals[i] = make([]string, 1)
+	}
+	return s, nil
+}
+
+// Publish hands ev to the sink; the sink owns ev from now on. It blocks while
+// the window is full. An event at or before a position already handed over or
+// stored is acked at once and not sent again. It returns an error only when
+// ctx ends or the sink has stopped for good.
+func (s *Sink) Publish(ctx context.Context, ev *decode.Event) error {
+	size := len(ev.Payload) + len(ev.ID) + len(ev.AggregateID) + 256
+	s.mu.Lock()
+	for {
+		if s.fatal != nil {
+			err := s.fatal
+			s.mu.Unlock()
+			return err
+		}
+		if s.resumed && ev.Before(s.last.CommitLSN, s.last.TxSeq) {
+			s.mu.Unlock()
+			s.acker.Ack(ev.CommitLSN)
+			return nil
+		}
+		n := len(s.queue) - s.head
+		if n == 0 || (n < s.cfg.Window && s.queuedBytes+size <= s.cfg.WindowBytes) {
+			break
+		}
+		if err := s.wait(ctx); err != nil {
+			s.mu.Unlock()
+			return err
+		}
+	}
+	s.queue = append(s.queue, &inflight{ev: ev, size: size})
+	s.queuedBytes += size
+	s.last = Position{ev.CommitLSN, ev.TxSeq}
+	s.mu.Unlock()
+	s.signal()
+	return nil
+}
+
+// Drain waits until every event handed to Publish is stored, or ctx ends.
+func (s *Sink) Drain(ctx context.Context) error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	for len(s.queue) > s.head {
+		if s.fatal != nil {
+			return s.fatal
+		}
+		if err := s.wait(ctx); err != nil {
+			return fmt.Errorf("drain: %d events still in flight: %w", len(s.queue)-s.head, err)
+		}
+	}
+	return nil
+}
+
+// wait blocks on cond until a broadcast or ctx ends. s.mu must be held.
+func (s *Sink) wait(ctx context.Context) error {
+	if err := ctx.Err(); err != nil {
+		return err
+	}
+	stop := context.AfterFunc(ctx, func() {
+		s.mu.Lock()
+		s.cond.Broadcast()
+		s.mu.Unlock()
+	})
+	s.cond.Wait()
+	stop()
+	return ctx.Err()
+}
+
+// Healthy reports whether the chain is flowing, and if not, why.
+func (s *Sink) Healthy() (bool, string) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	switch {
+	case s.fatal != nil:
+		return false, s.fatal.Error()
+	case s.broken != nil:
+		return false, s.broken.Error()
+	}
+	return true, ""
+}
+
+// Stats returns counters for metrics.
+func (s *Sink) Stats() Stats {
+	s.mu.Lock()
+	n := len(s.queue) - s.head
+	s.mu.Unlock()
+	return Stats{Published: s.published.Load(), DeadLettered: s.deadLettered.Load(), InFlight: n, Resumes: s.resumes.Load()}
+}
+
+func (s *Sink) signal() {
+	select {
+	case s.kick <- struct{}{}:
+	default:
+	}
+}
+
+// Err returns the error that stopped the sink for good, or nil.
+func (s *Sink) Err() error { return s.fatalErr() }
+
+// Run sends enqueued events, watches for lost PubAcks and resumes the chain
+// after any error, until ctx ends. When the sink stops for good (see Err) it
+// sends nothing more but keeps settling PubAcks of what it sent.
+func (s *Sink) Run(ctx context.Context) error {
+	sub, err := s.nc.Subscribe(s.inbox+"*.*", s.onAck)
+	if err != nil {
+		return fmt.Errorf("subscribe to PubAcks: %w", err)
+	}
+	defer sub.Unsubscribe()
+	// Pending limits would drop PubAcks; the window already bounds them.
+	_ = sub.SetPendingLimits(-1, -1)
+
+	tick := time.NewTicker(s.cfg.AckTimeout / 5)
+	defer tick.Stop()
+	s.signal() // resume at once: the first resume finds the stream's position
+	backoff := time.Duration(0)
+	for {
+		select {
+		case <-ctx.Done():
+			return nil
+		case <-s.kick:
+		case <-tick.C:
+		}
+		s.mu.Lock()
+		if s.fatal != nil {
+			s.mu.Unlock()
+			continue
+		}
+		if s.broken == nil && s.head < s.sent && time.Since(s.queue[s.head].sent) > s.cfg.AckTimeout {
+			s.breakLocked(fmt.Errorf("no PubAck for stream sequence %d within %s", s.queue[s.head].seq, s.cfg.AckTimeout))
+		}
+		broken := s.broken
+		s.mu.Unlock()
+		if broken != nil {
+			if err := s.resume(ctx); err != nil {
+				if s.fatalErr() != nil {
+					continue
+				}
+				backoff = min(max(2*backoff, 100*time.Millisecond), s.cfg.MaxResumeBackof)
+				s.log.Warn("publish chain not resumed, retrying", "err", err, "retry_in", backoff)
+				if !sleep(ctx, jitter(backoff)) {
+					return nil
+				}
+				s.signal()
+				continue
+			}
+			backoff = 0
+		}
+		s.sendQueued()
+	}
+}
+
+// sendQueued sends every enqueued event not yet sent, each chained on the
+// sequence predicted for the one before it.
+func (s *Sink) sendQueued() {
+	for {
+		s.mu.Lock()
+		if s.broken != nil || s.fatal != nil || s.sent == len(s.queue) {
+			s.mu.Unlock()
+			return
+		}
+		e := s.queue[s.sent]
+		e.seq = s.nextSeq
+		e.sent = time.Now()
+		epoch := s.epoch
+		s.nextSeq++
+		s.sent++
+		s.mu.Unlock()
+
+		err := s.send(e, epoch)
+		if errors.Is(err, nats.ErrMaxPayload) {
+			reason := fmt.Sprintf("payload of %d bytes with its headers is over the server's max_payload of %d bytes", len(e.ev.Payload), s.nc.MaxPayload())
+			if s.cfg.DeadLetterSubject == "" {
+				s.setFatal(&InvalidEventError{Event: e.ev, Reason: reason, Fix: "raise max_payload in the nats-server configuration, make the payload smaller, or set errors.invalid_event: dead_letter"})
+				return
+			}
+			// Dead-letter it without its data, in the same place in the chain.
+			e.ev.Invalid, e.ev.Payload = reason, nil
+			err = s.send(e, epoch)
+		}
+		if err != nil {
+			s.mu.Lock()
+			s.breakLocked(fmt.Errorf("publish: %w", err))
+			s.mu.Unlock()
+			return
+		}
+	}
+}
+
+func (s *Sink) fatalErr() error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.fatal
+}
+
+// breakLocked marks the chain broken; Run resumes it. s.mu must be held.
+func (s *Sink) breakLocked(err error) {
+	if s.broken == nil {
+		s.broken = err
+		s.log.Warn("publish chain broken, resuming from the stream", "err", err)
+		s.signal()
+	}
+}
+
+func sleep(ctx context.Context, d time.Duration) bool {
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-ctx.Done():
+		return false
+	case <-t.C:
+		return true
+	}
+}
+
+func jitter(d time.Duration) time.Duration {
+	return d/2 + rand.N(d/2+1)
+}
+
+// InvalidEventError stops the relay at an event that cannot be published.
+type InvalidEventError struct {
+	Event  *decode.Event
+	Reason string
+	Fix    string
+}
+
+func (e *InvalidEventError) Error() string {
+	return fmt.Sprintf("event %q (table %s, commit LSN %s, position %d in its transaction) cannot be published: %s; fix: %s",
+		e.Event.ID, e.Event.Table, e.Event.CommitLSN, e.Event.TxSeq, e.Reason, e.Fix)
+}
+
+func (s *Sink) replySubject(epoch, seq uint64) string {
+	b := make([]byte, 0, len(s.inbox)+24)
+	b = append(b, s.inbox...)
+	b = strconv.AppendUint(b, epoch, 10)
+	b = append(b, '.')
+	b = strconv.AppendUint(b, seq, 10)
+	return string(b)
+}

@@ -1,0 +1,158 @@
+package sink
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"strconv"
+	"strings"
+
+	"github.com/jackc/pglogrepl"
+	"github.com/nats-io/nats.go/jetstream"
+)
+
+// Header names of the contract (DESIGN.md, "Messages").
+const (
+	HeaderMsgID         = "Nats-Msg-Id"
+	HeaderExpectedSeq   = "Nats-Expected-Last-Sequence"
+	HeaderEventID       = "Outbox-Event-Id"
+	HeaderEventType     = "Outbox-Event-Type"
+	HeaderAggregateType = "Outbox-Aggregate-Type"
+	HeaderAggregateID   = "Outbox-Aggregate-Id"
+	HeaderCommitLSN     = "Outbox-Commit-LSN"
+	HeaderTxSeq         = "Outbox-Tx-Seq"
+	HeaderCommitTime    = "Outbox-Commit-Time"
+	HeaderError         = "Outbox-Error" // dead letters only: why
+	HeaderTable         = "Outbox-Table" // dead letters only: the source table
+)
+
+// ErrSharedStream means the stream holds a message the relay did not write.
+// The publish chain needs the relay to be the stream's only writer.
+var ErrSharedStream = errors.New("stream is shared with another writer")
+
+// Position is where an event sits in the log: its transaction's commit LSN,
+// then its 1-based index within the transaction.
+type Position struct {
+	CommitLSN pglogrepl.LSN
+	TxSeq     uint32
+}
+
+// Less reports whether p comes before q.
+func (p Position) Less(q Position) bool {
+	return p.CommitLSN < q.CommitLSN || (p.CommitLSN == q.CommitLSN && p.TxSeq < q.TxSeq)
+}
+
+func (p Position) String() string { return fmt.Sprintf("%s#%d", p.CommitLSN, p.TxSeq) }
+
+// EnsureStream returns the stream named name, creating it with file storage
+// and subjects "<prefix>.>" (plus extra subjects not covered by that) when it
+// does not exist. An existing stream is validated, never modified.
+func EnsureStream(ctx context.Context, js jetstream.JetStream, name, prefix string, extra ...string) (jetstream.Stream, error) {
+	want := []string{prefix + ".>"}
+	for _, s := range extra {
+		if s != "" && !Covers(want, s) {
+			want = append(want, s)
+		}
+	}
+	st, err := js.Stream(ctx, name)
+	if errors.Is(err, jetstream.ErrStreamNotFound) {
+		st, err = js.CreateStream(ctx, jetstream.StreamConfig{
+			Name:        name,
+			Description: "Outbox events published by outboxrelay",
+			Subjects:    want,
+			Storage:     jetstream.FileStorage,
+			Retention:   jetstream.LimitsPolicy,
+		})
+		var apiErr *jetstream.APIError
+		if errors.As(err, &apiErr) && apiErr.Code == 400 {
+			// For example subjects that overlap another stream's.
+			return nil, &StreamConfigError{fmt.Errorf("create stream %q with subjects %v: %w", name, want, err)}
+		}
+		if err != nil {
+			return nil, fmt.Errorf("create stream %q with subjects %v: %w", name, want, err)
+		}
+		return st, nil
+	}
+	if err != nil {
+		return nil, fmt.Errorf("look up stream %q: %w", name, err)
+	}
+	have := st.CachedInfo().Config.Subjects
+	for _, s := range want {
+		if !Covers(have, s) {
+			return nil, &StreamConfigError{fmt.Errorf("stream %q has subjects %v, which do not cover %q: add %q to the stream's subjects, or point nats.stream at another stream", name, have, s, s)}
+		}
+	}
+	return st, nil
+}
+
+// Covers reports whether the subject filters in filters together match every
+// subject that filter subj matches. It handles the cases that matter here: subj
+// is covered when one filter alone covers it.
+func Covers(filters []string, subj string) bool {
+	for _, f := range filters {
+		if subsetOf(subj, f) {
+			return true
+		}
+	}
+	return false
+}
+
+// subsetOf reports whether every subject matching a also matches b.
+func subsetOf(a, b string) bool {
+	at, bt := strings.Split(a, "."), strings.Split(b, ".")
+	for i, t := range bt {
+		if t == ">" {
+			return len(at) > i
+		}
+		if i >= len(at) {
+			return false
+		}
+		switch {
+		case at[i] == ">":
+			return false
+		case t == "*":
+		case t != at[i]:
+			return false
+		}
+	}
+	return len(at) == len(bt)
+}
+
+// lastPosition reads the stream's last sequence and the position of the
+// event stored there. found is false for an empty stream.
+func lastPosition(ctx context.Context, st jetstream.Stream) (seq uint64, pos Position, found bool, err error) {
+	info, err := st.Info(ctx)
+	if err != nil {
+		return 0, Position{}, false, fmt.Errorf("read stream info: %w", err)
+	}
+	seq = info.State.LastSeq
+	if seq == 0 {
+		return 0, Position{}, false, nil
+	}
+	msg, err := st.GetMsg(ctx, seq)
+	if errors.Is(err, jetstream.ErrMsgNotFound) {
+		// Consumed under WorkQueue or Interest retention, or purged: the
+		// position is unknown and only the duplicate window protects.
+		return seq, Position{}, false, nil
+	}
+	if err != nil {
+		return 0, Position{}, false, fmt.Errorf("read last message (sequence %d): %w", seq, err)
+	}
+	pos, err = parsePosition(msg.Header.Get(HeaderCommitLSN), msg.Header.Get(HeaderTxSeq))
+	if err != nil {
+		return 0, Position{}, false, fmt.Errorf("stream %q, sequence %d, subject %q: %w: it has no valid %s/%s headers; the relay must be the stream's only writer: give it its own stream (nats.stream), and use JetStream sources or mirrors to combine streams", info.Config.Name, seq, msg.Subject, ErrSharedStream, HeaderCommitLSN, HeaderTxSeq)
+	}
+	return seq, pos, true, nil
+}
+
+func parsePosition(lsn, seq string) (Position, error) {
+	l, err := pglogrepl.ParseLSN(lsn)
+	if err != nil {
+		return Position{}, err
+	}
+	s, err := strconv.ParseUint(seq, 10, 32)
+	if err != nil || s == 0 {
+		return Position{}, fmt.Errorf("bad %s %q", HeaderTxSeq, seq)
+	}
+	return Position{CommitLSN: l, TxSeq: uint32(s)}, nil
+}
