@@ -1,0 +1,343 @@
+// Package capture owns the replication connection to Postgres. It ensures
+// the publication and the slot exist, runs START_REPLICATION with pgoutput,
+// hands every XLogData and keepalive downstream in WAL order, and confirms to
+// Postgres only the position its Positioner (the checkpoint) allows. It
+// reconnects with backoff, and knows nothing of outbox semantics.
+package capture
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"math/rand/v2"
+	"net"
+	"strings"
+	"sync/atomic"
+	"time"
+
+	"github.com/jackc/pglogrepl"
+	"github.com/jackc/pgx/v5/pgconn"
+	"github.com/jackc/pgx/v5/pgproto3"
+)
+
+// Config holds the capture settings. Zero values take the documented defaults.
+type Config struct {
+	URL         string   // Postgres URL; required
+	Slot        string   // replication slot, created if missing; required
+	Publication string   // created if missing, FOR TABLE Tables; required
+	Tables      []string // "schema.name" of the outbox tables
+	Messages    bool     // also stream pg_logical_emit_message messages
+	// StatusInterval is how often the confirmed position is sent; default 1s.
+	StatusInterval time.Duration
+	// MaxBackoff caps the wait between reconnects; default 30s.
+	MaxBackoff time.Duration
+	// Buffer is how many messages may wait for the consumer; default 4096.
+	Buffer int
+	Logger *slog.Logger // default slog.Default()
+}
+
+// Kind says what a Message carries.
+type Kind uint8
+
+const (
+	// Restart starts a new replication session: Postgres replays from the
+	// confirmed position, so the consumer drops any partial transaction.
+	Restart Kind = iota + 1
+	// Data is one pgoutput message (XLogData).
+	Data
+	// Keepalive says every transaction that commits before WALEnd has been sent.
+	Keepalive
+)
+
+// Message is one item of the replication stream, in WAL order.
+type Message struct {
+	Kind     Kind
+	WALStart pglogrepl.LSN // Data: where the message starts; Restart: the start position
+	WALEnd   pglogrepl.LSN // Keepalive: the server's sent position
+	Data     []byte        // Data: the pgoutput message, owned by the receiver
+}
+
+// Positioner tells the capture which position is safe to confirm.
+type Positioner interface {
+	Watermark() pglogrepl.LSN
+}
+
+// Capture streams one slot. Create it with New and call Run once.
+type Capture struct {
+	cfg Config
+	pos Positioner
+	out chan Message
+	log *slog.Logger
+
+	streaming  atomic.Bool
+	reconnects atomic.Uint64
+	confirmed  atomic.Uint64
+	serverEnd  atomic.Uint64
+	lastErr    atomic.Pointer[string]
+}
+
+// New returns a Capture that confirms what pos allows.
+func New(cfg Config, pos Positioner) *Capture {
+	if cfg.StatusInterval <= 0 {
+		cfg.StatusInterval = time.Second
+	}
+	if cfg.MaxBackoff <= 0 {
+		cfg.MaxBackoff = 30 * time.Second
+	}
+	if cfg.Buffer <= 0 {
+		cfg.Buffer = 4096
+	}
+	if cfg.Logger == nil {
+		cfg.Logger = slog.Default()
+	}
+	cfg.Logger = cfg.Logger.With("slot", cfg.Slot)
+	return &Capture{cfg: cfg, pos: pos, out: make(chan Message, cfg.Buffer), log: cfg.Logger}
+}
+
+// Messages returns the stream of messages. It is never closed.
+func (c *Capture) Messages() <-chan Message { return c.out }
+
+// Streaming reports whether the capture holds the slot and is streaming,
+// and if not, why.
+func (c *Capture) Streaming() (bool, string) {
+	if c.streaming.Load() {
+		return true, ""
+	}
+	if p := c.lastErr.Load(); p != nil {
+		return false, *p
+	}
+	return false, "connecting to postgres"
+}
+
+// Stats are counters for metrics.
+type Stats struct {
+	Reconnects uint64
+	Confirmed  pglogrepl.LSN // last position confirmed to Postgres
+	ServerEnd  pglogrepl.LSN // newest WAL position the server reported
+}
+
+// Stats returns counters for metrics.
+func (c *Capture) Stats() Stats {
+	return Stats{
+		Reconnects: c.reconnects.Load(),
+		Confirmed:  pglogrepl.LSN(c.confirmed.Load()),
+		ServerEnd:  pglogrepl.LSN(c.serverEnd.Load()),
+	}
+}
+
+// Run streams until ctx ends, reconnecting with backoff and jitter after any
+// error. When ctx ends it confirms the current watermark once more and
+// returns nil. It returns an error only for a problem retrying cannot fix.
+func (c *Capture) Run(ctx context.Context) error {
+	backoff := time.Duration(0)
+	for {
+		started, err := c.session(ctx)
+		c.streaming.Store(false)
+		if ctx.Err() != nil {
+			return nil
+		}
+		var perm *PermanentError
+		if errors.As(err, &perm) {
+			return err
+		}
+		msg := err.Error()
+		c.lastErr.Store(&msg)
+		if started {
+			backoff = 0
+		}
+		backoff = min(max(2*backoff, 250*time.Millisecond), c.cfg.MaxBackoff)
+		wait := backoff/2 + rand.N(backoff/2+1)
+		c.reconnects.Add(1)
+		if isSlotActive(err) {
+			c.log.Info("slot is held by another process; waiting as a standby", "err", err, "retry_in", wait)
+		} else {
+			c.log.Warn("replication connection lost; reconnecting", "err", err, "retry_in", wait)
+		}
+		t := time.NewTimer(wait)
+		select {
+		case <-ctx.Done():
+			t.Stop()
+			return nil
+		case <-t.C:
+		}
+	}
+}
+
+// PermanentError is a capture error that retrying cannot fix, such as a slot
+// that uses another output plugin.
+type PermanentError struct{ Err error }
+
+func (e *PermanentError) Error() string { return e.Err.Error() }
+func (e *PermanentError) Unwrap() error { return e.Err }
+
+func isSlotActive(err error) bool {
+	var pgErr *pgconn.PgError
+	return errors.As(err, &pgErr) && pgErr.Code == "55006"
+}
+
+// session runs one replication connection. started reports whether
+// START_REPLICATION succeeded.
+func (c *Capture) session(ctx context.Context) (started bool, err error) {
+	conn, err := connect(ctx, c.cfg.URL)
+	if err != nil {
+		return false, err
+	}
+	defer conn.Close(context.Background())
+
+	slot, err := ensure(ctx, conn, c.cfg)
+	if err != nil {
+		return false, err
+	}
+	if slot.active {
+		return false, fmt.Errorf("replication slot %q is active for PID %s: another relay holds it", c.cfg.Slot, slot.activePID)
+	}
+	args := []string{"proto_version '1'", "publication_names " + literal(c.cfg.Publication)}
+	if c.cfg.Messages {
+		args = append(args, "messages 'true'")
+	}
+	// Start at 0/0: Postgres resumes from the slot's confirmed position.
+	err = pglogrepl.StartReplication(ctx, conn, c.cfg.Slot, 0, pglogrepl.StartReplicationOptions{PluginArgs: args})
+	if err != nil {
+		return false, fmt.Errorf("start replication on slot %q: %w", c.cfg.Slot, explain(err))
+	}
+	// The slot never moves back: confirm nothing below where it stands.
+	floor := slot.confirmed
+	c.log.Info("streaming", "lsn", floor.String(), "publication", c.cfg.Publication)
+	c.streaming.Store(true)
+	c.lastErr.Store(nil)
+	if !c.emit(ctx, conn, floor, Message{Kind: Restart, WALStart: floor}) {
+		return true, c.finish(conn, floor)
+	}
+	return true, c.stream(ctx, conn, floor)
+}
+
+// stream receives until ctx ends or the connection fails.
+func (c *Capture) stream(ctx context.Context, conn *pgconn.PgConn, floor pglogrepl.LSN) error {
+	nc := conn.Conn()
+	nextStatus := time.Now().Add(c.cfg.StatusInterval)
+	lastHeard := time.Now()
+	for {
+		if ctx.Err() != nil {
+			return c.finish(conn, floor)
+		}
+		if now := time.Now(); !now.Before(nextStatus) {
+			// Ask for a reply when the server has been quiet, so a dead
+			// connection shows up as silence within a few seconds.
+			quiet := now.Sub(lastHeard)
+			if quiet > 30*time.Second+6*c.cfg.StatusInterval {
+				return fmt.Errorf("no message from postgres for %s", quiet.Round(time.Second))
+			}
+			if err := c.sendStatus(conn, floor, quiet > 5*c.cfg.StatusInterval); err != nil {
+				return err
+			}
+			nextStatus = now.Add(c.cfg.StatusInterval)
+		}
+		// A read deadline rather than a context: pgconn would start a
+		// goroutine per receive to watch a context.
+		_ = nc.SetReadDeadline(nextStatus)
+		msg, err := conn.ReceiveMessage(context.Background())
+		if err != nil {
+			if pgconn.Timeout(err) {
+				continue
+			}
+			return fmt.Errorf("receive from postgres: %w", err)
+		}
+		lastHeard = time.Now()
+		switch msg := msg.(type) {
+		case *pgproto3.CopyData:
+			if len(msg.Data) == 0 {
+				continue
+			}
+			switch msg.Data[0] {
+			case pglogrepl.PrimaryKeepaliveMessageByteID:
+				ka, err := pglogrepl.ParsePrimaryKeepaliveMessage(msg.Data[1:])
+				if err != nil {
+					return fmt.Errorf("parse keepalive: %w", err)
+				}
+				c.serverEnd.Store(uint64(ka.ServerWALEnd))
+				if !c.emit(ctx, conn, floor, Message{Kind: Keepalive, WALEnd: ka.ServerWALEnd}) {
+					return c.finish(conn, floor)
+				}
+				if ka.ReplyRequested {
+					nextStatus = time.Now()
+				}
+			case pglogrepl.XLogDataByteID:
+				xld, err := pglogrepl.ParseXLogData(msg.Data[1:])
+				if err != nil {
+					return fmt.Errorf("parse XLogData: %w", err)
+				}
+				// The receive buffer is reused by the next receive.
+				data := make([]byte, len(xld.WALData))
+				copy(data, xld.WALData)
+				if !c.emit(ctx, conn, floor, Message{Kind: Data, WALStart: xld.WALStart, Data: data}) {
+					return c.finish(conn, floor)
+				}
+			}
+		case *pgproto3.ErrorResponse:
+			return fmt.Errorf("replication stream: %w", explain(pgconn.ErrorResponseToPgError(msg)))
+		case *pgproto3.CopyDone:
+			return errors.New("postgres ended the replication stream")
+		}
+	}
+}
+
+// emit hands m downstream. While the consumer is behind it keeps confirming,
+// so Postgres does not time the connection out; it reads nothing meanwhile,
+// which is the backpressure that keeps memory bounded. It reports false
+// when ctx ended first.
+func (c *Capture) emit(ctx context.Context, conn *pgconn.PgConn, floor pglogrepl.LSN, m Message) bool {
+	select {
+	case c.out <- m:
+		return true
+	default:
+	}
+	t := time.NewTicker(c.cfg.StatusInterval)
+	defer t.Stop()
+	for {
+		select {
+		case c.out <- m:
+			return true
+		case <-ctx.Done():
+			return false
+		case <-t.C:
+			if err := c.sendStatus(conn, floor, false); err != nil {
+				c.log.Warn("send standby status", "err", err)
+			}
+		}
+	}
+}
+
+func (c *Capture) sendStatus(conn *pgconn.PgConn, floor pglogrepl.LSN, replyRequested bool) error {
+	lsn := max(c.pos.Watermark(), floor)
+	_ = conn.Conn().SetWriteDeadline(time.Now().Add(10 * time.Second))
+	// Write, flush and apply all carry the watermark: Postgres pings a client
+	// whose reported write position is behind, which is what makes it send
+	// keepalives while the outbox is idle.
+	err := pglogrepl.SendStandbyStatusUpdate(context.Background(), conn, pglogrepl.StandbyStatusUpdate{
+		WALWritePosition: lsn,
+		WALFlushPosition: lsn,
+		WALApplyPosition: lsn,
+		ReplyRequested:   replyRequested,
+	})
+	if err != nil {
+		return fmt.Errorf("send standby status: %w", err)
+	}
+	if pglogrepl.LSN(c.confirmed.Swap(uint64(lsn))) != lsn {
+		c.log.Debug("confirmed", "lsn", lsn.String())
+	}
+	return nil
+}
+
+// finish confirms the final watermark and ends the session cleanly.
+func (c *Capture) finish(conn *pgconn.PgConn, floor pglogrepl.LSN) error {
+	if err := c.sendStatus(conn, floor, false); err != nil && !isClosed(err) {
+		c.log.Warn("final standby status", "err", err)
+	}
+	c.log.Info("stopped streaming", "lsn", pglogrepl.LSN(c.confirmed.Load()).String())
+	return nil
+}
+
+func isClosed(err error) bool {
+	return errors.Is(err, net.ErrClosed) || strings.Contains(err.Error(), "closed")
+}
