@@ -63,6 +63,9 @@ func ParseSubject(tmpl string) (*Subject, error) {
 			}
 			name := rest[open : open+end+1]
 			f, ok := placeholders[name]
+			if name == "{partition}" {
+				return nil, fmt.Errorf("subject template %q: {partition} is not supported yet; use {aggregate_type}, {aggregate_id} or {type}", tmpl)
+			}
 			if !ok {
 				return nil, fmt.Errorf("subject template %q: unknown placeholder %s", tmpl, name)
 			}

@@ -1,0 +1,62 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+)
+
+// TestExitCodes checks the contract's exit codes for usage and
+// configuration mistakes, and that each message names what to fix.
+func TestExitCodes(t *testing.T) {
+	dir := t.TempDir()
+	write := func(name, body string) string {
+		p := filepath.Join(dir, name)
+		if err := os.WriteFile(p, []byte(body), 0o600); err != nil {
+			t.Fatal(err)
+		}
+		return p
+	}
+	typo := write("typo.yaml", "postgres:\n  url: postgres://u@h/db\n  slto: x\n")
+	badStream := write("stream.yaml", "postgres:\n  url: postgres://u@h/db\nnats:\n  stream: a.b\n")
+	partition := write("partition.yaml", "postgres:\n  url: postgres://u@h/db\nnats:\n  subject: outbox.{aggregate_type}.{partition}\n")
+	for _, tc := range []struct {
+		name string
+		args []string
+		code int
+		want string
+	}{
+		{"no command", nil, exitUsage, "no command"},
+		{"unknown command", []string{"serve"}, exitUsage, `unknown command "serve"`},
+		{"run without config", []string{"run"}, exitUsage, "-config FILE"},
+		{"missing file", []string{"run", "-config", filepath.Join(dir, "nope.yaml")}, exitUsage, "nope.yaml"},
+		{"unknown key", []string{"run", "-config", typo}, exitUsage, `postgres.slto: unknown key (did you mean "slot"?)`},
+		{"bad value", []string{"check", "-config", badStream}, exitUsage, "nats.stream"},
+		{"unsupported placeholder", []string{"run", "-config", partition}, exitUsage, "{partition} is not supported yet"},
+		{"version", []string{"version"}, exitOK, ""},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			var stdout, stderr bytes.Buffer
+			err := run(context.Background(), tc.args, &stdout, &stderr)
+			if got := exitCode(err, &stderr); got != tc.code {
+				t.Fatalf("exit code %d, want %d (err %v)", got, tc.code, err)
+			}
+			if !strings.Contains(stderr.String(), tc.want) {
+				t.Fatalf("stderr %q does not contain %q", stderr.String(), tc.want)
+			}
+		})
+	}
+}
+
+func TestVersion(t *testing.T) {
+	var stdout bytes.Buffer
+	if err := run(context.Background(), []string{"version"}, &stdout, &bytes.Buffer{}); err != nil {
+		t.Fatal(err)
+	}
+	if got := stdout.String(); !strings.HasPrefix(got, "outboxrelay ") {
+		t.Fatalf("version printed %q", got)
+	}
+}

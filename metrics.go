@@ -1,0 +1,100 @@
+package main
+
+import (
+	"context"
+	"log/slog"
+	"sync/atomic"
+	"time"
+
+	"github.com/nats-io/nats.go"
+	"github.com/outboxrelay/outboxrelay/capture"
+	"github.com/outboxrelay/outboxrelay/checkpoint"
+	"github.com/outboxrelay/outboxrelay/config"
+	"github.com/outboxrelay/outboxrelay/sink"
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
+)
+
+// metrics are the Prometheus metrics of the contract, all prefixed
+// outboxrelay_. Most read the components' counters at scrape time.
+type metrics struct {
+	reg     *prometheus.Registry
+	latency prometheus.Histogram
+	lag     atomic.Int64
+}
+
+func newMetrics() *metrics {
+	m := &metrics{reg: prometheus.NewRegistry()}
+	m.latency = prometheus.NewHistogram(prometheus.HistogramOpts{
+		Name:    "outboxrelay_publish_latency_seconds",
+		Help:    "Time from the transaction's commit to the event's PubAck.",
+		Buckets: []float64{.001, .0025, .005, .01, .025, .05, .1, .25, .5, 1, 2.5, 5, 10, 30, 60},
+	})
+	m.lag.Store(-1)
+	m.reg.MustRegister(m.latency, collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	return m
+}
+
+func (m *metrics) observeLatency(d time.Duration) { m.latency.Observe(d.Seconds()) }
+
+func (m *metrics) register(cp *capture.Capture, sk *sink.Sink, tr *checkpoint.Tracker, p *pipeline, nc *nats.Conn, pg config.Postgres) {
+	counter := func(name, help string, f func() float64) {
+		m.reg.MustRegister(prometheus.NewCounterFunc(prometheus.CounterOpts{Name: name, Help: help}, f))
+	}
+	gauge := func(name, help string, f func() float64) {
+		m.reg.MustRegister(prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: name, Help: help}, f))
+	}
+	b2f := func(b bool) float64 {
+		if b {
+			return 1
+		}
+		return 0
+	}
+	counter("outboxrelay_events_published_total", "Events stored in the stream (dead letters included).",
+		func() float64 { return float64(sk.Stats().Published) })
+	counter("outboxrelay_events_dead_lettered_total", "Events published to the dead-letter subject.",
+		func() float64 { return float64(sk.Stats().DeadLettered) })
+	gauge("outboxrelay_events_in_flight", "Events handed to JetStream and not yet acknowledged.",
+		func() float64 { return float64(tr.InFlight()) })
+	gauge("outboxrelay_confirmed_lsn", "WAL position last confirmed to Postgres, as a number.",
+		func() float64 { return float64(cp.Stats().Confirmed) })
+	gauge("outboxrelay_replication_lag_bytes", "WAL held back by the slot: pg_current_wal_lsn() - confirmed_flush_lsn (-1 when unknown).",
+		func() float64 { return float64(m.lag.Load()) })
+	m.reg.MustRegister(prometheus.NewCounterFunc(prometheus.CounterOpts{
+		Name: "outboxrelay_reconnects_total", Help: "Reconnects, by side.", ConstLabels: prometheus.Labels{"side": "postgres"},
+	}, func() float64 { return float64(cp.Stats().Reconnects) }))
+	m.reg.MustRegister(prometheus.NewCounterFunc(prometheus.CounterOpts{
+		Name: "outboxrelay_reconnects_total", Help: "Reconnects, by side.", ConstLabels: prometheus.Labels{"side": "nats"},
+	}, func() float64 { return float64(nc.Stats().Reconnects) }))
+	counter("outboxrelay_chain_resumes_total", "Times the publish chain was resumed from the stream's last message.",
+		func() float64 { return float64(sk.Stats().Resumes) })
+	gauge("outboxrelay_ready", "1 while the relay holds the slot and is streaming.",
+		func() float64 { ok, _ := readiness(cp, sk, p)(); return b2f(ok) })
+	gauge("outboxrelay_halted", "1 when the relay stopped at an event it cannot publish (see the log).",
+		func() float64 { return b2f(p.halted() != "" || sk.Err() != nil) })
+}
+
+// pollLag refreshes the slot lag every 10 seconds until ctx ends.
+func (m *metrics) pollLag(ctx context.Context, url, slot string, log *slog.Logger) {
+	t := time.NewTicker(10 * time.Second)
+	defer t.Stop()
+	for {
+		qctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+		lag, err := capture.SlotLag(qctx, url, slot)
+		cancel()
+		if err != nil {
+			if ctx.Err() != nil {
+				return
+			}
+			m.lag.Store(-1)
+			log.Debug("read slot lag", "err", err)
+		} else {
+			m.lag.Store(lag)
+		}
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+	}
+}

@@ -1,0 +1,242 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"sync/atomic"
+	"time"
+
+	"github.com/outboxrelay/outboxrelay/capture"
+	"github.com/outboxrelay/outboxrelay/checkpoint"
+	"github.com/outboxrelay/outboxrelay/config"
+	"github.com/outboxrelay/outboxrelay/decode"
+	"github.com/outboxrelay/outboxrelay/sink"
+	"golang.org/x/sync/errgroup"
+)
+
+// drainTimeout bounds how long a stop waits for in-flight PubAcks.
+const drainTimeout = 30 * time.Second
+
+// relay runs the pipeline until ctx ends: capture → decode → sink, with the
+// checkpoint between the sink's acks and the slot. On ctx end it stops
+// reading, drains in-flight publishes, confirms, and returns.
+func relay(ctx context.Context, cfg config.Config, log *slog.Logger) error {
+	if _, err := sink.ParseSubject(cfg.NATS.Subject); err != nil {
+		return usageError{fmt.Errorf("config: nats.subject: %w", err)}
+	}
+	tracker := checkpoint.New(0)
+	nc, err := connectNATS(cfg.NATS, log)
+	if err != nil {
+		return err
+	}
+	defer nc.Close()
+
+	deadLetter := ""
+	if cfg.Errors.InvalidEvent == config.InvalidEventDeadLetter {
+		deadLetter = cfg.Errors.DeadLetterSubject
+	}
+	m := newMetrics()
+	sk, err := sink.New(nc, sink.Config{
+		Stream:            cfg.NATS.Stream,
+		Subject:           cfg.NATS.Subject,
+		DeadLetterSubject: deadLetter,
+		ExtraSubjects:     []string{cfg.Errors.DeadLetterSubject},
+		Logger:            log,
+		ObserveLatency:    m.observeLatency,
+	}, tracker)
+	if err != nil {
+		return err
+	}
+	table := decodeTable(cfg.Outbox)
+	cp := capture.New(capture.Config{
+		URL:         cfg.Postgres.URL,
+		Slot:        cfg.Postgres.Slot,
+		Publication: cfg.Postgres.Publication,
+		Tables:      []string{table.Schema + "." + table.Name},
+		Logger:      log,
+	}, tracker)
+	p := &pipeline{tables: []decode.Table{table}, tracker: tracker, sink: sk, log: log, deadLetter: deadLetter != ""}
+	m.register(cp, sk, tracker, p, nc, cfg.Postgres)
+
+	// The sink and the capture outlive ctx: after the pipeline stops they
+	// must still receive PubAcks and confirm the final watermark.
+	bg, stopAll := context.WithCancel(context.WithoutCancel(ctx))
+	defer stopAll()
+	g, gctx := errgroup.WithContext(bg)
+	g.Go(func() error { return sk.Run(gctx) })
+	g.Go(func() error { return cp.Run(gctx) })
+	g.Go(func() error { m.pollLag(gctx, cfg.Postgres.URL, cfg.Postgres.Slot, log); return nil })
+	if cfg.HTTP.Listen != "" {
+		srv, err := serveHTTP(cfg.HTTP.Listen, m, readiness(cp, sk, p), log)
+		if err != nil {
+			stopAll()
+			return err
+		}
+		defer srv.Close()
+	}
+	g.Go(func() error {
+		// Stop when asked (ctx) or when a long-lived part fails (gctx).
+		runCtx, cancel := context.WithCancel(ctx)
+		defer cancel()
+		go func() {
+			select {
+			case <-gctx.Done():
+				cancel()
+			case <-runCtx.Done():
+			}
+		}()
+		err := p.run(runCtx, cp.Messages())
+		dctx, dcancel := context.WithTimeout(context.WithoutCancel(ctx), drainTimeout)
+		defer dcancel()
+		if derr := sk.Drain(dctx); derr != nil && p.halted() == "" {
+			log.Warn("stopping with events in flight; they will be published again after restart", "err", derr)
+		}
+		stopAll() // capture confirms the watermark once more, then returns
+		return err
+	})
+	err = g.Wait()
+	log.Info("stopped", "confirmed_lsn", cp.Stats().Confirmed.String())
+	if err == nil && p.halted() != "" {
+		return fmt.Errorf("halted: %s", p.halted())
+	}
+	return err
+}
+
+// pipeline decodes replication messages into events and hands them to the
+// sink, announcing transactions and events to the checkpoint in WAL order.
+type pipeline struct {
+	tables     []decode.Table
+	tracker    *checkpoint.Tracker
+	sink       *sink.Sink
+	log        *slog.Logger
+	deadLetter bool
+	halt       atomic.Pointer[string]
+}
+
+func (p *pipeline) halted() string {
+	if s := p.halt.Load(); s != nil {
+		return *s
+	}
+	return ""
+}
+
+// run processes messages until ctx ends. When an event cannot be published
+// it halts: it stops at the event, logs why, and waits for ctx, so the slot
+// never passes the event and nothing after it is published (I3).
+func (p *pipeline) run(ctx context.Context, msgs <-chan capture.Message) error {
+	dec := decode.NewDecoder(p.tables...)
+	skip := false // in a transaction that was already fully handed over
+	warned := map[string]bool{}
+	for {
+		var m capture.Message
+		select {
+		case <-ctx.Done():
+			return nil
+		case m = <-msgs:
+		}
+		switch m.Kind {
+		case capture.Restart:
+			dec, skip = decode.NewDecoder(p.tables...), false
+		case capture.Keepalive:
+			p.tracker.Mark(m.WALEnd)
+		case capture.Data:
+			res, err := dec.Decode(m.Data)
+			if err != nil {
+				return p.stop(ctx, fmt.Errorf("decode message at %s: %w", m.WALStart, err))
+			}
+			switch res.Kind {
+			case decode.KindBegin:
+				ok, err := p.tracker.Begin(res.CommitLSN)
+				if err != nil {
+					return p.stop(ctx, err)
+				}
+				skip = !ok
+			case decode.KindCommit:
+				if skip {
+					skip = false
+					continue
+				}
+				if err := p.tracker.Commit(res.CommitLSN, res.EndLSN); err != nil {
+					return p.stop(ctx, err)
+				}
+			case decode.KindEvent:
+				if skip {
+					continue
+				}
+				ev := res.Event
+				if ev.Invalid != "" && !p.deadLetter {
+					return p.stop(ctx, &sink.InvalidEventError{Event: &ev, Reason: ev.Invalid, Fix: invalidEventFix})
+				}
+				p.tracker.Add(ev.CommitLSN)
+				if err := p.sink.Publish(ctx, &ev); err != nil {
+					if ctx.Err() != nil {
+						return nil
+					}
+					return p.stop(ctx, err)
+				}
+			case decode.KindChange:
+				if key := res.Table + " " + res.Change; !warned[key] && res.Change == "update" {
+					warned[key] = true
+					p.log.Warn("an outbox row was updated; updates are ignored, only inserts become events", "table", res.Table)
+				}
+			}
+		}
+	}
+}
+
+const invalidEventFix = "the relay will not skip it. Either set errors.invalid_event: dead_letter and restart, " +
+	"to publish it to the dead-letter subject; or skip its whole transaction with " +
+	"SELECT pg_replication_slot_advance('<slot>', '<the commit LSN + 1>') while the relay is stopped (its other events are lost)"
+
+// stop halts the pipeline with err and waits for ctx: the relay stays up,
+// holds the slot and reports the halt, rather than restarting into the same
+// event again and again.
+func (p *pipeline) stop(ctx context.Context, err error) error {
+	msg := err.Error()
+	p.halt.Store(&msg)
+	attrs := []any{"err", err}
+	var inv *sink.InvalidEventError
+	if errors.As(err, &inv) {
+		attrs = append(attrs, "event_id", inv.Event.ID, "lsn", inv.Event.CommitLSN.String(), "tx_seq", inv.Event.TxSeq, "table", inv.Event.Table)
+	}
+	p.log.Error("halted: publishing stopped at this event; the slot will not pass it", attrs...)
+	<-ctx.Done()
+	return nil
+}
+
+func decodeTable(o config.Outbox) decode.Table {
+	schema, name := o.TableName()
+	t := decode.Table{
+		Schema: schema,
+		Name:   name,
+		Columns: decode.Columns{
+			ID:            o.Columns.ID,
+			AggregateType: o.Columns.AggregateType,
+			AggregateID:   o.Columns.AggregateID,
+			Type:          o.Columns.Type,
+			Payload:       o.Columns.Payload,
+		},
+	}
+	for _, h := range o.Headers {
+		t.Headers = append(t.Headers, decode.HeaderColumn{Column: h.Column, Header: h.Header})
+	}
+	return t
+}
+
+// readiness reports whether the relay holds the slot and is streaming.
+func readiness(cp *capture.Capture, sk *sink.Sink, p *pipeline) func() (bool, string) {
+	return func() (bool, string) {
+		if h := p.halted(); h != "" {
+			return false, "halted: " + h
+		}
+		if ok, why := cp.Streaming(); !ok {
+			return false, "postgres: " + why
+		}
+		if ok, why := sk.Healthy(); !ok {
+			return false, "nats: " + why
+		}
+		return true, "streaming"
+	}
+}
