@@ -1,0 +1,215 @@
+package testenv
+
+import (
+	"fmt"
+	"os"
+	"os/exec"
+	"strconv"
+	"strings"
+	"sync"
+	"syscall"
+	"time"
+)
+
+// child is a running child process started by this package: the exec.Cmd
+// plus a channel closed once it has been reaped.
+type child struct {
+	cmd    *exec.Cmd
+	done   chan struct{}
+	mu     sync.Mutex
+	state  *os.ProcessState
+	waitEr error
+}
+
+// startChild starts cmd in its own process group, so a terminal's Ctrl-C
+// reaches only the program that owns it, and with SIGKILL as its parent-death
+// signal, so it does not outlive an aborted test binary. Go sets the death
+// signal after switching credentials, so it survives SysProcAttr.Credential.
+func startChild(cmd *exec.Cmd) (*child, error) {
+	if cmd.SysProcAttr == nil {
+		cmd.SysProcAttr = &syscall.SysProcAttr{}
+	}
+	cmd.SysProcAttr.Setpgid = true
+	cmd.SysProcAttr.Pdeathsig = syscall.SIGKILL
+	if err := cmd.Start(); err != nil {
+		return nil, err
+	}
+	c := &child{cmd: cmd, done: make(chan struct{})}
+	go func() {
+		err := cmd.Wait()
+		c.mu.Lock()
+		c.state, c.waitEr = cmd.ProcessState, err
+		c.mu.Unlock()
+		close(c.done)
+	}()
+	return c, nil
+}
+
+// pid returns the child's process id.
+func (c *child) pid() int { return c.cmd.Process.Pid }
+
+// exited reports whether the child has exited and been reaped.
+func (c *child) exited() bool {
+	select {
+	case <-c.done:
+		return true
+	default:
+		return false
+	}
+}
+
+// wait waits up to timeout for the child to exit and returns its state.
+func (c *child) wait(timeout time.Duration) (*os.ProcessState, error) {
+	timer := time.NewTimer(timeout)
+	defer timer.Stop()
+	select {
+	case <-c.done:
+	case <-timer.C:
+		return nil, fmt.Errorf("process %d did not exit: %w after %v", c.pid(), ErrTimeout, timeout)
+	}
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.state, nil
+}
+
+// signal sends sig to the child unless it has already been reaped (after
+// which its pid may belong to someone else).
+func (c *child) signal(sig syscall.Signal) error {
+	if c.exited() {
+		return fmt.Errorf("send %v to process %d: %w", sig, c.pid(), os.ErrProcessDone)
+	}
+	if err := syscall.Kill(c.pid(), sig); err != nil {
+		return fmt.Errorf("send %v to process %d: %w", sig, c.pid(), err)
+	}
+	return nil
+}
+
+// procID names a process by pid and start time, so a reused pid is not
+// mistaken for the original process.
+type procID struct {
+	pid   int
+	start uint64
+}
+
+// procStat is the part of /proc/<pid>/stat this package uses.
+type procStat struct {
+	state byte
+	ppid  int
+	start uint64
+}
+
+// readProcStat reads /proc/<pid>/stat. The command name is in parentheses and
+// may itself contain spaces and parentheses, so fields are counted from the
+// last ')'.
+func readProcStat(pid int) (procStat, error) {
+	b, err := os.ReadFile("/proc/" + strconv.Itoa(pid) + "/stat")
+	if err != nil {
+		return procStat{}, err
+	}
+	s := string(b)
+	i := strings.LastIndexByte(s, ')')
+	if i < 0 {
+		return procStat{}, fmt.Errorf("parse /proc/%d/stat: no ')'", pid)
+	}
+	f := strings.Fields(s[i+1:])
+	// f[0] is field 3 of proc(5) (state), f[1] field 4 (ppid), f[19] field 22 (starttime).
+	if len(f) < 20 {
+		return procStat{}, fmt.Errorf("parse /proc/%d/stat: %d fields", pid, len(f))
+	}
+	ppid, err := strconv.Atoi(f[1])
+	if err != nil {
+		return procStat{}, fmt.Errorf("parse /proc/%d/stat ppid: %w", pid, err)
+	}
+	start, err := strconv.ParseUint(f[19], 10, 64)
+	if err != nil {
+		return procStat{}, fmt.Errorf("parse /proc/%d/stat starttime: %w", pid, err)
+	}
+	return procStat{state: f[0][0], ppid: ppid, start: start}, nil
+}
+
+// childrenOf lists the live children of pid.
+func childrenOf(pid int) ([]procID, error) {
+	entries, err := os.ReadDir("/proc")
+	if err != nil {
+		return nil, fmt.Errorf("list processes: %w", err)
+	}
+	var out []procID
+	for _, e := range entries {
+		p, err := strconv.Atoi(e.Name())
+		if err != nil {
+			continue
+		}
+		st, err := readProcStat(p)
+		if err != nil || st.ppid != pid || st.state == 'Z' {
+			continue
+		}
+		out = append(out, procID{pid: p, start: st.start})
+	}
+	return out, nil
+}
+
+// alive reports whether p still runs. A zombie counts as gone: it holds no
+// memory, sockets or files, and may never be reaped if init does not reap.
+func (p procID) alive() bool {
+	st, err := readProcStat(p.pid)
+	if err != nil {
+		return false
+	}
+	return st.start == p.start && st.state != 'Z' && st.state != 'X'
+}
+
+// waitGone polls until none of procs is alive.
+func waitGone(procs []procID, timeout time.Duration) error {
+	return Poll(timeout, func() (bool, error) {
+		for _, p := range procs {
+			if p.alive() {
+				return false, fmt.Errorf("process %d still running", p.pid)
+			}
+		}
+		return true, nil
+	})
+}
+
+// waitState polls until pid is in one of the given /proc states, for example
+// 'T' (stopped by a signal).
+func waitState(pid int, timeout time.Duration, states string) error {
+	return Poll(timeout, func() (bool, error) {
+		st, err := readProcStat(pid)
+		if err != nil {
+			return false, err
+		}
+		if strings.IndexByte(states, st.state) < 0 {
+			return false, fmt.Errorf("process %d is in state %c", pid, st.state)
+		}
+		return true, nil
+	})
+}
+
+// killTree stops c so it cannot fork, lists its children, then SIGKILLs the
+// children and c together and waits until all of them are gone.
+func killTree(c *child, timeout time.Duration) error {
+	if err := c.signal(syscall.SIGSTOP); err != nil {
+		return err
+	}
+	// SIGSTOP is delivered asynchronously; once stopped, no fork is in flight.
+	if err := waitState(c.pid(), timeout, "Tt"); err != nil && !c.exited() {
+		return fmt.Errorf("stop process %d before killing it: %w", c.pid(), err)
+	}
+	kids, err := childrenOf(c.pid())
+	if err != nil {
+		return err
+	}
+	for _, k := range kids {
+		_ = syscall.Kill(k.pid, syscall.SIGKILL) // it may have exited already
+	}
+	if err := c.signal(syscall.SIGKILL); err != nil && !c.exited() {
+		return err
+	}
+	if _, err := c.wait(timeout); err != nil {
+		return err
+	}
+	if err := waitGone(kids, timeout); err != nil {
+		return fmt.Errorf("wait for children of process %d to exit: %w", c.pid(), err)
+	}
+	return nil
+}
