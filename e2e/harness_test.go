@@ -1,0 +1,167 @@
+// Package e2e_test runs the relay binary as a black box against real
+// Postgres and real nats-server processes, and checks what reaches the stream.
+package e2e_test
+
+import (
+	"context"
+	"fmt"
+	"net/http"
+	"os"
+	"path/filepath"
+	"strconv"
+	"testing"
+	"time"
+
+	"github.com/jackc/pglogrepl"
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+	"github.com/outboxrelay/outboxrelay/internal/testenv"
+)
+
+const stream = "OUTBOX"
+
+// env is one Postgres, one nats-server and the relay's config.
+type env struct {
+	t        *testing.T
+	pg       *testenv.Postgres
+	nats     *testenv.NATS
+	bin      string
+	cfgPath  string
+	httpAddr string
+	relay    *testenv.Process
+}
+
+func newEnv(t *testing.T) *env {
+	t.Helper()
+	e := &env{t: t, pg: testenv.StartPostgres(t), nats: testenv.StartNATS(t), bin: testenv.BuildRelay(t)}
+	ddl, err := os.ReadFile("../testdata/outbox.sql")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := e.pg.Exec(context.Background(), string(ddl)); err != nil {
+		t.Fatalf("create outbox table: %v", err)
+	}
+	port, err := testenv.FreePort()
+	if err != nil {
+		t.Fatal(err)
+	}
+	e.httpAddr = "127.0.0.1:" + strconv.Itoa(port)
+	e.cfgPath = filepath.Join(t.TempDir(), "outboxrelay.yaml")
+	e.writeConfig("")
+	return e
+}
+
+// writeConfig writes the relay's config; extra is appended YAML.
+func (e *env) writeConfig(extra string) {
+	cfg := fmt.Sprintf(`postgres:
+  url: %s
+nats:
+  url: %s
+  stream: %s
+http:
+  listen: %s
+log:
+  level: debug
+%s`, e.pg.URL(), e.nats.URL(), stream, e.httpAddr, extra)
+	if err := os.WriteFile(e.cfgPath, []byte(cfg), 0o600); err != nil {
+		e.t.Fatal(err)
+	}
+}
+
+// startRelay starts the relay and waits until it is ready.
+func (e *env) startRelay() *testenv.Process {
+	e.t.Helper()
+	e.relay = testenv.StartProcess(e.t, e.bin, "run", "-config", e.cfgPath)
+	testenv.WaitFor(e.t, 30*time.Second, "relay ready", func() (bool, error) {
+		if e.relay.Exited() {
+			return false, fmt.Errorf("relay exited:\n%s", e.relay.Output())
+		}
+		return e.ready()
+	})
+	return e.relay
+}
+
+func (e *env) ready() (bool, error) {
+	resp, err := http.Get("http://" + e.httpAddr + "/readyz")
+	if err != nil {
+		return false, err
+	}
+	resp.Body.Close()
+	return resp.StatusCode == http.StatusOK, nil
+}
+
+func (e *env) js() jetstream.JetStream {
+	e.t.Helper()
+	nc, err := nats.Connect(e.nats.URL(), nats.MaxReconnects(-1))
+	if err != nil {
+		e.t.Fatal(err)
+	}
+	e.t.Cleanup(nc.Close)
+	js, err := jetstream.New(nc)
+	if err != nil {
+		e.t.Fatal(err)
+	}
+	return js
+}
+
+// streamCount returns how many messages the stream holds (0 if it is missing).
+func streamCount(ctx context.Context, js jetstream.JetStream) (uint64, error) {
+	st, err := js.Stream(ctx, stream)
+	if err != nil {
+		return 0, err
+	}
+	info, err := st.Info(ctx)
+	if err != nil {
+		return 0, err
+	}
+	return info.State.Msgs, nil
+}
+
+// waitStreamCount waits until the stream holds exactly n messages.
+func (e *env) waitStreamCount(js jetstream.JetStream, n int, timeout time.Duration) {
+	e.t.Helper()
+	testenv.WaitFor(e.t, timeout, fmt.Sprintf("%d messages in the stream", n), func() (bool, error) {
+		got, err := streamCount(context.Background(), js)
+		if err != nil {
+			return false, err
+		}
+		if got > uint64(n) {
+			e.t.Fatalf("stream holds %d messages, more than the %d committed", got, n)
+		}
+		return got == uint64(n), fmt.Errorf("stream holds %d", got)
+	})
+}
+
+// slotLSNs returns the slot's confirmed_flush_lsn and the server's current WAL position.
+func (e *env) slotLSNs() (confirmed, current pglogrepl.LSN) {
+	e.t.Helper()
+	conn, err := e.pg.Connect(context.Background())
+	if err != nil {
+		e.t.Fatal(err)
+	}
+	defer conn.Close(context.Background())
+	var c, cur string
+	err = conn.QueryRow(context.Background(),
+		"SELECT coalesce(confirmed_flush_lsn, '0/0')::text, pg_current_wal_lsn()::text FROM pg_replication_slots WHERE slot_name = 'outboxrelay'").Scan(&c, &cur)
+	if err != nil {
+		e.t.Fatalf("read slot: %v", err)
+	}
+	confirmed, _ = pglogrepl.ParseLSN(c)
+	current, _ = pglogrepl.ParseLSN(cur)
+	return confirmed, current
+}
+
+// waitConfirmedPast waits until the slot confirmed at least lsn: the relay
+// has processed everything committed before it.
+func (e *env) waitConfirmedPast(lsn pglogrepl.LSN, timeout time.Duration) {
+	e.t.Helper()
+	testenv.WaitFor(e.t, timeout, "slot confirmed past "+lsn.String(), func() (bool, error) {
+		c, _ := e.slotLSNs()
+		return c >= lsn, fmt.Errorf("confirmed_flush_lsn %s", c)
+	})
+}
+
+func (e *env) currentLSN() pglogrepl.LSN {
+	_, cur := e.slotLSNs()
+	return cur
+}
