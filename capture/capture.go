@@ -147,6 +147,10 @@ func (c *Capture) Run(ctx context.Context) error {
 			backoff = 0
 		}
 		backoff = min(max(2*backoff, 250*time.Millisecond), c.cfg.MaxBackoff)
+		if isSlotActive(err) {
+			// A standby polls briskly so that it takes over within seconds.
+			backoff = min(backoff, 2*time.Second)
+		}
 		wait := backoff/2 + rand.N(backoff/2+1)
 		c.reconnects.Add(1)
 		if isSlotActive(err) {

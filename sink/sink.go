@@ -214,6 +214,8 @@ func (s *Sink) Healthy() (bool, string) {
 		return false, s.fatal.Error()
 	case s.broken != nil:
 		return false, s.broken.Error()
+	case !s.nc.IsConnected():
+		return false, "not connected to NATS (" + s.nc.Status().String() + ")"
 	}
 	return true, ""
 }
