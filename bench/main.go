@@ -1,0 +1,192 @@
+// Command bench measures outboxrelay against real Postgres and nats-server
+// on this machine and prints a table. It never fails on timing: it reports.
+//
+// Backlog drain: N outbox events (~300-byte JSON payloads over 10k
+// aggregates) are committed while the relay is stopped, then the relay
+// binary is started and timed until the stream holds all N. Peak RSS is the
+// relay's VmHWM.
+//
+// Run it with `make bench` (it builds bin/outboxrelay first).
+package main
+
+import (
+	"context"
+	"flag"
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"syscall"
+	"time"
+
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+	"github.com/outboxrelay/outboxrelay/internal/testenv"
+)
+
+func main() {
+	sizes := flag.String("n", "100000", "comma-separated backlog sizes")
+	txSizes := flag.String("tx", "100,1", "comma-separated events per transaction")
+	flag.Parse()
+	if err := run(*sizes, *txSizes); err != nil {
+		fmt.Fprintln(os.Stderr, "bench:", err)
+		os.Exit(1)
+	}
+}
+
+func run(sizes, txSizes string) error {
+	fmt.Printf("machine: %d cores, %s; Postgres, nats-server and the relay on the same machine\n\n", numCPU(), memTotal())
+	fmt.Printf("%-26s %10s %12s %12s %10s\n", "backlog drain", "events", "seconds", "events/s", "peak RSS")
+	for _, ns := range strings.Split(sizes, ",") {
+		n, err := strconv.Atoi(ns)
+		if err != nil {
+			return err
+		}
+		for _, ts := range strings.Split(txSizes, ",") {
+			tx, err := strconv.Atoi(ts)
+			if err != nil {
+				return err
+			}
+			res, err := drain(n, tx)
+			if err != nil {
+				return err
+			}
+			fmt.Printf("%-26s %10d %12.2f %12.0f %8.1f MiB\n", fmt.Sprintf("%d events/tx", tx), n, res.secs, float64(n)/res.secs, float64(res.rssKiB)/1024)
+		}
+	}
+	return nil
+}
+
+type result struct {
+	secs   float64
+	rssKiB int
+}
+
+func drain(n, txSize int) (result, error) {
+	ctx := context.Background()
+	dir, err := os.MkdirTemp("", "outboxrelay-bench-")
+	if err != nil {
+		return result{}, err
+	}
+	defer os.RemoveAll(dir)
+	pg, err := testenv.NewPostgres(filepath.Join(dir, "pg"), testenv.PostgresOptions{})
+	if err != nil {
+		return result{}, err
+	}
+	if err := pg.Start(); err != nil {
+		return result{}, err
+	}
+	defer pg.Stop("immediate")
+	ns, err := testenv.NewNATS(filepath.Join(dir, "nats"), testenv.NATSOptions{})
+	if err != nil {
+		return result{}, err
+	}
+	if err := ns.Start(); err != nil {
+		return result{}, err
+	}
+	defer ns.Kill()
+
+	ddl, err := os.ReadFile("testdata/outbox.sql")
+	if err != nil {
+		return result{}, err
+	}
+	// The slot must exist before the backlog is written, or Postgres would
+	// not keep it for the relay.
+	setup := string(ddl) + `;
+		CREATE PUBLICATION outboxrelay FOR TABLE outbox;
+		SELECT pg_create_logical_replication_slot('outboxrelay', 'pgoutput');`
+	if err := pg.Exec(ctx, setup); err != nil {
+		return result{}, err
+	}
+	pad := strings.Repeat("x", 200)
+	for done := 0; done < n; {
+		k := min(txSize, n-done)
+		// One statement per transaction; generate_series keeps the writer cheap.
+		err := pg.Exec(ctx, fmt.Sprintf(`INSERT INTO outbox (aggregatetype, aggregateid, type, payload)
+			SELECT 'order', 'agg-' || ((g * 7919) %% 10000), 'OrderUpdated',
+			       jsonb_build_object('order_id', 'agg-' || ((g * 7919) %% 10000), 'seq', g, 'status', 'paid', 'pad', '%s')
+			FROM generate_series(%d, %d) AS g`, pad, done+1, done+k))
+		if err != nil {
+			return result{}, err
+		}
+		done += k
+	}
+
+	cfg := filepath.Join(dir, "relay.yaml")
+	port, err := testenv.FreePort()
+	if err != nil {
+		return result{}, err
+	}
+	body := fmt.Sprintf("postgres: {url: %q}\nnats: {url: %q}\nhttp: {listen: \"127.0.0.1:%d\"}\n", pg.URL(), ns.URL(), port)
+	if err := os.WriteFile(cfg, []byte(body), 0o600); err != nil {
+		return result{}, err
+	}
+	nc, err := nats.Connect(ns.URL())
+	if err != nil {
+		return result{}, err
+	}
+	defer nc.Close()
+	js, _ := jetstream.New(nc)
+
+	start := time.Now()
+	relay, err := testenv.Launch(exec.Command("bin/outboxrelay", "run", "-config", cfg), filepath.Join(dir, "relay.log"))
+	if err != nil {
+		return result{}, fmt.Errorf("start bin/outboxrelay (run make build): %w", err)
+	}
+	defer func() {
+		relay.Signal(syscall.SIGTERM)
+		relay.Wait(30 * time.Second)
+	}()
+	err = testenv.Poll(10*time.Minute, func() (bool, error) {
+		if relay.Exited() {
+			return false, fmt.Errorf("relay exited:\n%s", relay.Output())
+		}
+		st, err := js.Stream(ctx, "OUTBOX")
+		if err != nil {
+			return false, nil
+		}
+		info, err := st.Info(ctx)
+		if err != nil {
+			return false, nil
+		}
+		return info.State.Msgs >= uint64(n), nil
+	})
+	if err != nil {
+		return result{}, err
+	}
+	secs := time.Since(start).Seconds()
+	return result{secs: secs, rssKiB: peakRSS(relay.Pid())}, nil
+}
+
+// peakRSS returns the process's VmHWM in KiB.
+func peakRSS(pid int) int {
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", pid))
+	if err != nil {
+		return 0
+	}
+	for _, line := range strings.Split(string(b), "\n") {
+		if rest, ok := strings.CutPrefix(line, "VmHWM:"); ok {
+			kb, _ := strconv.Atoi(strings.TrimSpace(strings.TrimSuffix(strings.TrimSpace(rest), "kB")))
+			return kb
+		}
+	}
+	return 0
+}
+
+func numCPU() int {
+	b, _ := os.ReadFile("/proc/cpuinfo")
+	return strings.Count(string(b), "processor\t:")
+}
+
+func memTotal() string {
+	b, _ := os.ReadFile("/proc/meminfo")
+	for _, line := range strings.Split(string(b), "\n") {
+		if rest, ok := strings.CutPrefix(line, "MemTotal:"); ok {
+			kb, _ := strconv.Atoi(strings.TrimSpace(strings.TrimSuffix(strings.TrimSpace(rest), "kB")))
+			return fmt.Sprintf("%.0f GiB RAM", float64(kb)/(1<<20))
+		}
+	}
+	return "unknown RAM"
+}
