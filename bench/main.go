@@ -71,6 +71,10 @@ func drain(n, txSize int) (result, error) {
 		return result{}, err
 	}
 	defer os.RemoveAll(dir)
+	// World-traversable: when run as root, Postgres runs as the postgres user.
+	if err := os.Chmod(dir, 0o755); err != nil {
+		return result{}, err
+	}
 	pg, err := testenv.NewPostgres(filepath.Join(dir, "pg"), testenv.PostgresOptions{})
 	if err != nil {
 		return result{}, err
@@ -94,11 +98,11 @@ func drain(n, txSize int) (result, error) {
 	}
 	// The slot must exist before the backlog is written, or Postgres would
 	// not keep it for the relay.
-	setup := string(ddl) + `;
-		CREATE PUBLICATION outboxrelay FOR TABLE outbox;
-		SELECT pg_create_logical_replication_slot('outboxrelay', 'pgoutput');`
-	if err := pg.Exec(ctx, setup); err != nil {
-		return result{}, err
+	for _, sql := range []string{string(ddl), "CREATE PUBLICATION outboxrelay FOR TABLE outbox",
+		"SELECT pg_create_logical_replication_slot('outboxrelay', 'pgoutput')"} {
+		if err := pg.Exec(ctx, sql); err != nil {
+			return result{}, err
+		}
 	}
 	pad := strings.Repeat("x", 200)
 	for done := 0; done < n; {

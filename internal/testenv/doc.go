@@ -7,11 +7,12 @@
 // that takes a testing.TB, fails the test on error, registers cleanup, and
 // logs the server's log tail when the test fails:
 //
-//	NewPostgres(dir, opts) / StartPostgres(t, opts)     one Postgres cluster (initdb'd, wal_level=logical)
-//	NewNATS(dir, opts) / StartNATS(t, opts)             one nats-server with JetStream
-//	NewNATSCluster(dir, n) / StartNATSCluster(t, n)     n clustered nats-servers on loopback
-//	Launch(cmd, logPath) / StartProcess(t, bin, args)   any binary, output captured
-//	BuildBinary(pkg, name) / BuildRelay(t)              go build a main package of this module
+//	NewPostgres(dir, opts) / StartPostgres(t, opts)   one Postgres cluster (initdb'd, wal_level=logical)
+//	NewNATS(dir, opts) / StartNATS(t, opts)           one nats-server with JetStream
+//	NewNATSCluster(dir, n) / StartNATSCluster(t, n)   n clustered nats-servers on loopback
+//	Launch(cmd, logPath) / StartCmd(t, cmd)           any program, output captured (StartProcess(t, bin, args...) for short)
+//	BuildBinary(pkg, name) / BuildRelay(t)            go build a main package of this module
+//	Poll(timeout, cond) / WaitFor(t, timeout, what, cond)   poll a condition every 50ms until a deadline
 //
 // Servers listen on 127.0.0.1 on ports picked by FreePort and keep those
 // ports across Kill/Stop and Start, so clients can reconnect to the same URL.

@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"os"
 	"os/exec"
+	"runtime"
 	"strconv"
 	"strings"
 	"sync"
@@ -21,6 +22,31 @@ type child struct {
 	waitEr error
 }
 
+// spawner runs functions on one OS thread that never exits. The kernel
+// sends the parent-death signal when the thread that forked a child exits,
+// not the process, and Go ends a thread when a goroutine locked to it
+// returns; forking from this thread keeps children alive until the process
+// dies.
+var spawner struct {
+	once sync.Once
+	ch   chan func()
+}
+
+func onSpawnerThread(f func()) {
+	spawner.once.Do(func() {
+		spawner.ch = make(chan func())
+		go func() {
+			runtime.LockOSThread() // never unlocked: the thread lives as long as the process
+			for f := range spawner.ch {
+				f()
+			}
+		}()
+	})
+	done := make(chan struct{})
+	spawner.ch <- func() { defer close(done); f() }
+	<-done
+}
+
 // startChild starts cmd in its own process group, so a terminal's Ctrl-C
 // reaches only the program that owns it, and with SIGKILL as its parent-death
 // signal, so it does not outlive an aborted test binary. Go sets the death
@@ -31,7 +57,9 @@ func startChild(cmd *exec.Cmd) (*child, error) {
 	}
 	cmd.SysProcAttr.Setpgid = true
 	cmd.SysProcAttr.Pdeathsig = syscall.SIGKILL
-	if err := cmd.Start(); err != nil {
+	var err error
+	onSpawnerThread(func() { err = cmd.Start() })
+	if err != nil {
 		return nil, err
 	}
 	c := &child{cmd: cmd, done: make(chan struct{})}
