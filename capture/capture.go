@@ -70,6 +70,7 @@ type Capture struct {
 	out chan Message
 	log *slog.Logger
 
+	waited     bool // emit blocked since the stream loop last looked; owned by Run
 	streaming  atomic.Bool
 	reconnects atomic.Uint64
 	confirmed  atomic.Uint64
@@ -225,6 +226,9 @@ func (c *Capture) stream(ctx context.Context, conn *pgconn.PgConn, floor pglogre
 		if ctx.Err() != nil {
 			return c.finish(conn, floor)
 		}
+		if c.waited {
+			c.waited, lastHeard = false, time.Now()
+		}
 		if now := time.Now(); !now.Before(nextStatus) {
 			// Ask for a reply when the server has been quiet, so a dead
 			// connection shows up as silence within a few seconds.
@@ -296,6 +300,8 @@ func (c *Capture) emit(ctx context.Context, conn *pgconn.PgConn, floor pglogrepl
 		return true
 	default:
 	}
+	// Reading nothing while we wait is not silence from Postgres.
+	defer func() { c.waited = true }()
 	t := time.NewTicker(c.cfg.StatusInterval)
 	defer t.Stop()
 	for {

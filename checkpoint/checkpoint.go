@@ -52,18 +52,24 @@ func New(start pglogrepl.LSN) *Tracker {
 func (t *Tracker) Begin(commit pglogrepl.LSN) (bool, error) {
 	t.mu.Lock()
 	defer t.mu.Unlock()
-	if tail := t.tail(); tail != nil && tail.commit != 0 && tail.end == 0 {
-		if tail.commit == commit {
-			return true, nil
-		}
-		return false, fmt.Errorf("checkpoint: transaction at %s began while transaction at %s is still open", commit, tail.commit)
+	open := t.tail()
+	if open != nil && (open.commit == 0 || open.end != 0) {
+		open = nil
 	}
-	// A transaction at or below one already announced is a replay. The
+	if open != nil && open.commit == commit {
+		return true, nil // cut by a reconnect: resume it
+	}
+	// A transaction at or below one already announced is a replay:
+	// Postgres replays from the confirmed position, so transactions that
+	// were complete but not yet acked come again, before any open one. The
 	// watermark only proves commits strictly below it: WAL records are
 	// contiguous, so the next commit record can start exactly where the
 	// last confirmed one ended, and Postgres itself replays from there.
 	if commit <= t.lastCommit || commit < t.watermark {
 		return false, nil
+	}
+	if open != nil {
+		return false, fmt.Errorf("checkpoint: transaction at %s began while transaction at %s is still open", commit, open.commit)
 	}
 	t.lastCommit = commit
 	t.queue = append(t.queue, entry{commit: commit})

@@ -131,6 +131,36 @@ func TestCommitAtWatermark(t *testing.T) {
 	}
 }
 
+// TestReplayAfterReconnect: Postgres replays from the confirmed position, so
+// complete but unacked transactions come again before the one that was cut.
+func TestReplayAfterReconnect(t *testing.T) {
+	tr := checkpoint.New(0)
+	tx(t, tr, 100, 110, 2)
+	tx(t, tr, 200, 210, 1)
+	if ok, err := tr.Begin(300); !ok || err != nil {
+		t.Fatalf("Begin(300) = %v, %v", ok, err)
+	}
+	tr.Add(300) // the connection breaks here, with 300 open
+	for _, c := range []lsn{100, 200} {
+		if ok, err := tr.Begin(c); ok || err != nil {
+			t.Fatalf("replayed Begin(%s) = %v, %v; want false, nil", c, ok, err)
+		}
+	}
+	if ok, err := tr.Begin(300); !ok || err != nil {
+		t.Fatalf("Begin(300) again = %v, %v; want true, nil (resume the open transaction)", ok, err)
+	}
+	tr.Add(300)
+	if err := tr.Commit(300, 310); err != nil {
+		t.Fatal(err)
+	}
+	for _, c := range []lsn{100, 100, 200, 300, 300} {
+		tr.Ack(c)
+	}
+	if got, want := tr.Watermark(), lsn(310); got != want {
+		t.Fatalf("watermark = %s, want %s", got, want)
+	}
+}
+
 func TestMarkAdvancesWhenIdleOnly(t *testing.T) {
 	tr := checkpoint.New(50)
 	tr.Mark(60)
