@@ -24,7 +24,8 @@ const stream = "OUTBOX"
 type env struct {
 	t        *testing.T
 	pg       *testenv.Postgres
-	nats     *testenv.NATS
+	nats     *testenv.NATS // nil when natsURL points at a cluster
+	natsURL  string
 	bin      string
 	cfgPath  string
 	httpAddr string
@@ -33,7 +34,15 @@ type env struct {
 
 func newEnv(t *testing.T) *env {
 	t.Helper()
-	e := &env{t: t, pg: testenv.StartPostgres(t), nats: testenv.StartNATS(t), bin: testenv.BuildRelay(t)}
+	n := testenv.StartNATS(t)
+	return newEnvWith(t, n, n.URL())
+}
+
+// newEnvWith is newEnv with NATS already running at natsURL (one URL or a
+// comma-separated cluster list); n may be nil.
+func newEnvWith(t *testing.T, n *testenv.NATS, natsURL string) *env {
+	t.Helper()
+	e := &env{t: t, pg: testenv.StartPostgres(t), nats: n, natsURL: natsURL, bin: testenv.BuildRelay(t)}
 	ddl, err := os.ReadFile("../testdata/outbox.sql")
 	if err != nil {
 		t.Fatal(err)
@@ -53,6 +62,12 @@ func newEnv(t *testing.T) *env {
 
 // writeConfig writes the relay's config; extra is appended YAML.
 func (e *env) writeConfig(extra string) {
+	e.writeConfigTo(e.cfgPath, e.httpAddr, extra)
+}
+
+// writeConfigTo writes a relay config to path with its own HTTP address,
+// for a second relay on the same servers.
+func (e *env) writeConfigTo(path, httpAddr, extra string) {
 	cfg := fmt.Sprintf(`postgres:
   url: %s
 nats:
@@ -62,8 +77,8 @@ http:
   listen: %s
 log:
   level: debug
-%s`, e.pg.URL(), e.nats.URL(), stream, e.httpAddr, extra)
-	if err := os.WriteFile(e.cfgPath, []byte(cfg), 0o600); err != nil {
+%s`, e.pg.URL(), e.natsURL, stream, httpAddr, extra)
+	if err := os.WriteFile(path, []byte(cfg), 0o600); err != nil {
 		e.t.Fatal(err)
 	}
 }
@@ -81,8 +96,11 @@ func (e *env) startRelay() *testenv.Process {
 	return e.relay
 }
 
-func (e *env) ready() (bool, error) {
-	resp, err := http.Get("http://" + e.httpAddr + "/readyz")
+func (e *env) ready() (bool, error) { return readyAt(e.httpAddr) }
+
+// readyAt reports whether the relay serving HTTP at addr says it is ready.
+func readyAt(addr string) (bool, error) {
+	resp, err := http.Get("http://" + addr + "/readyz")
 	if err != nil {
 		return false, err
 	}
@@ -92,7 +110,7 @@ func (e *env) ready() (bool, error) {
 
 func (e *env) js() jetstream.JetStream {
 	e.t.Helper()
-	nc, err := nats.Connect(e.nats.URL(), nats.MaxReconnects(-1))
+	nc, err := nats.Connect(e.natsURL, nats.MaxReconnects(-1))
 	if err != nil {
 		e.t.Fatal(err)
 	}
