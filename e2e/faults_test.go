@@ -7,6 +7,7 @@ import (
 	"time"
 
 	"github.com/jackc/pglogrepl"
+	"github.com/nats-io/nats.go/jetstream"
 	"github.com/outboxrelay/outboxrelay/internal/testenv"
 )
 
@@ -15,6 +16,24 @@ import (
 // rollbacks, paced so that it lasts while faults are injected.
 func faultLoad(pace time.Duration) workload {
 	return workload{Writers: 4, Aggregates: 200, Events: 20_000, MaxTx: 20, Rollback: 0.05, Hot: 0.3, Pace: pace}
+}
+
+// createStream creates the relay's stream before the relay does, with a
+// duplicate window so short that JetStream's msg-id deduplication cannot
+// hide a resend: exactly-once must come from the publish chain alone.
+func (e *env) createStream() {
+	e.t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	_, err := e.js().CreateStream(ctx, jetstream.StreamConfig{
+		Name:       stream,
+		Subjects:   []string{"outbox.>"},
+		Storage:    jetstream.FileStorage,
+		Duplicates: 100 * time.Millisecond,
+	})
+	if err != nil {
+		e.t.Fatalf("create stream: %v", err)
+	}
 }
 
 // pause spaces out fault injections; it waits for no condition.
@@ -41,6 +60,7 @@ func (e *env) finish(l *load) *written {
 // under load and restarted each time.
 func TestRelayKill9(t *testing.T) {
 	e := newEnv(t)
+	e.createStream()
 	e.startRelay()
 	r := rand.New(rand.NewPCG(1, uint64(time.Now().UnixNano())))
 	l := faultLoad(40*time.Millisecond).start(context.Background(), e.pg)
@@ -65,6 +85,7 @@ func TestRelayKill9(t *testing.T) {
 // publish timeout and resumed, all under load.
 func TestNATSKill9AndFreeze(t *testing.T) {
 	e := newEnv(t)
+	e.createStream()
 	e.startRelay()
 	r := rand.New(rand.NewPCG(2, uint64(time.Now().UnixNano())))
 	l := faultLoad(40*time.Millisecond).start(context.Background(), e.pg)
