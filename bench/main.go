@@ -13,6 +13,8 @@ import (
 	"context"
 	"flag"
 	"fmt"
+	"io"
+	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -29,12 +31,15 @@ import (
 func main() {
 	sizes := flag.String("n", "100000", "comma-separated backlog sizes")
 	txSizes := flag.String("tx", "100,1", "comma-separated events per transaction")
+	flag.StringVar(&profile, "cpuprofile", "", "write a CPU profile of the relay (first 3s of each drain) to this file prefix")
 	flag.Parse()
 	if err := run(*sizes, *txSizes); err != nil {
 		fmt.Fprintln(os.Stderr, "bench:", err)
 		os.Exit(1)
 	}
 }
+
+var profile string
 
 func run(sizes, txSizes string) error {
 	fmt.Printf("machine: %d cores, %s; Postgres, nats-server and the relay on the same machine\n\n", numCPU(), memTotal())
@@ -104,18 +109,8 @@ func drain(n, txSize int) (result, error) {
 			return result{}, err
 		}
 	}
-	pad := strings.Repeat("x", 200)
-	for done := 0; done < n; {
-		k := min(txSize, n-done)
-		// One statement per transaction; generate_series keeps the writer cheap.
-		err := pg.Exec(ctx, fmt.Sprintf(`INSERT INTO outbox (aggregatetype, aggregateid, type, payload)
-			SELECT 'order', 'agg-' || ((g * 7919) %% 10000), 'OrderUpdated',
-			       jsonb_build_object('order_id', 'agg-' || ((g * 7919) %% 10000), 'seq', g, 'status', 'paid', 'pad', '%s')
-			FROM generate_series(%d, %d) AS g`, pad, done+1, done+k))
-		if err != nil {
-			return result{}, err
-		}
-		done += k
+	if err := writeBacklog(ctx, pg, n, txSize); err != nil {
+		return result{}, err
 	}
 
 	cfg := filepath.Join(dir, "relay.yaml")
@@ -143,6 +138,12 @@ func drain(n, txSize int) (result, error) {
 		relay.Signal(syscall.SIGTERM)
 		relay.Wait(30 * time.Second)
 	}()
+	profiled := make(chan error, 1)
+	if profile != "" {
+		go func() { profiled <- saveProfile(port, fmt.Sprintf("%s-%d-%d.pprof", profile, n, txSize)) }()
+	} else {
+		profiled <- nil
+	}
 	err = testenv.Poll(10*time.Minute, func() (bool, error) {
 		if relay.Exited() {
 			return false, fmt.Errorf("relay exited:\n%s", relay.Output())
@@ -161,7 +162,68 @@ func drain(n, txSize int) (result, error) {
 		return result{}, err
 	}
 	secs := time.Since(start).Seconds()
+	if err := <-profiled; err != nil {
+		return result{}, err
+	}
 	return result{secs: secs, rssKiB: peakRSS(relay.Pid())}, nil
+}
+
+// saveProfile fetches a 3-second CPU profile from the relay's pprof endpoint.
+func saveProfile(port int, path string) error {
+	var resp *http.Response
+	err := testenv.Poll(10*time.Second, func() (bool, error) {
+		var err error
+		resp, err = http.Get(fmt.Sprintf("http://127.0.0.1:%d/debug/pprof/profile?seconds=3", port))
+		return err == nil, err
+	})
+	if err != nil {
+		return err
+	}
+	defer resp.Body.Close()
+	f, err := os.Create(path)
+	if err != nil {
+		return err
+	}
+	if _, err := io.Copy(f, resp.Body); err != nil {
+		return err
+	}
+	return f.Close()
+}
+
+// writeBacklog commits n events in transactions of txSize from four
+// connections; each transaction is one INSERT ... SELECT.
+func writeBacklog(ctx context.Context, pg *testenv.Postgres, n, txSize int) error {
+	pad := strings.Repeat("x", 200)
+	const writers = 4
+	errs := make(chan error, writers)
+	for w := range writers {
+		go func() {
+			conn, err := pg.Connect(ctx)
+			if err != nil {
+				errs <- err
+				return
+			}
+			defer conn.Close(context.Background())
+			for first := w * txSize; first < n; first += writers * txSize {
+				last := min(first+txSize, n)
+				_, err := conn.Exec(ctx, `INSERT INTO outbox (aggregatetype, aggregateid, type, payload)
+					SELECT 'order', 'agg-' || ((g::bigint * 7919) % 10000), 'OrderUpdated',
+					       jsonb_build_object('order_id', 'agg-' || ((g::bigint * 7919) % 10000), 'seq', g, 'status', 'paid', 'pad', $1::text)
+					FROM generate_series($2::int, $3::int) AS g`, pad, first+1, last)
+				if err != nil {
+					errs <- err
+					return
+				}
+			}
+			errs <- nil
+		}()
+	}
+	for range writers {
+		if err := <-errs; err != nil {
+			return err
+		}
+	}
+	return nil
 }
 
 // peakRSS returns the process's VmHWM in KiB.
