@@ -43,7 +43,11 @@ var profile string
 
 func run(sizes, txSizes string) error {
 	fmt.Printf("machine: %d cores, %s; Postgres, nats-server and the relay on the same machine\n\n", numCPU(), memTotal())
-	fmt.Printf("%-26s %10s %12s %12s %10s\n", "backlog drain", "events", "seconds", "events/s", "peak RSS")
+	fmt.Println("Backlog drain: relay start to last PubAck. Limits in the same run: decode = capture+decode")
+	fmt.Println("with no publishing; publish = chained pipelined JetStream publish with no Postgres.")
+	fmt.Println("ratio = relay / min(decode, publish).")
+	fmt.Println()
+	fmt.Printf("%-12s %9s %12s %12s %12s %7s %10s\n", "events/tx", "events", "relay ev/s", "decode ev/s", "publish m/s", "ratio", "peak RSS")
 	for _, ns := range strings.Split(sizes, ",") {
 		n, err := strconv.Atoi(ns)
 		if err != nil {
@@ -58,15 +62,17 @@ func run(sizes, txSizes string) error {
 			if err != nil {
 				return err
 			}
-			fmt.Printf("%-26s %10d %12.2f %12.0f %8.1f MiB\n", fmt.Sprintf("%d events/tx", tx), n, res.secs, float64(n)/res.secs, float64(res.rssKiB)/1024)
+			rate := float64(n) / res.secs
+			fmt.Printf("%-12d %9d %12.0f %12.0f %12.0f %7.2f %6.1f MiB\n", tx, n, rate, res.decode, res.publish, rate/min(res.decode, res.publish), float64(res.rssKiB)/1024)
 		}
 	}
 	return nil
 }
 
 type result struct {
-	secs   float64
-	rssKiB int
+	secs            float64
+	rssKiB          int
+	decode, publish float64 // limits measured in the same run
 }
 
 func drain(n, txSize int) (result, error) {
@@ -104,12 +110,23 @@ func drain(n, txSize int) (result, error) {
 	// The slot must exist before the backlog is written, or Postgres would
 	// not keep it for the relay.
 	for _, sql := range []string{string(ddl), "CREATE PUBLICATION outboxrelay FOR TABLE outbox",
-		"SELECT pg_create_logical_replication_slot('outboxrelay', 'pgoutput')"} {
+		"SELECT pg_create_logical_replication_slot('outboxrelay', 'pgoutput')",
+		"SELECT pg_create_logical_replication_slot('bench_decode', 'pgoutput')"} {
 		if err := pg.Exec(ctx, sql); err != nil {
 			return result{}, err
 		}
 	}
 	if err := writeBacklog(ctx, pg, n, txSize); err != nil {
+		return result{}, err
+	}
+	var res result
+	if res.decode, err = decodeLimit(pg.URL(), "bench_decode", n); err != nil {
+		return result{}, err
+	}
+	if err := pg.Exec(ctx, "SELECT pg_drop_replication_slot('bench_decode')"); err != nil {
+		return result{}, err
+	}
+	if res.publish, err = publishLimit(ns.URL(), "OUTBOX", n); err != nil {
 		return result{}, err
 	}
 
@@ -161,11 +178,12 @@ func drain(n, txSize int) (result, error) {
 	if err != nil {
 		return result{}, err
 	}
-	secs := time.Since(start).Seconds()
+	res.secs = time.Since(start).Seconds()
 	if err := <-profiled; err != nil {
 		return result{}, err
 	}
-	return result{secs: secs, rssKiB: peakRSS(relay.Pid())}, nil
+	res.rssKiB = peakRSS(relay.Pid())
+	return res, nil
 }
 
 // saveProfile fetches a 3-second CPU profile from the relay's pprof endpoint.
