@@ -4,7 +4,7 @@ VERSION ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo dev)
 # The same flags as the Dockerfile: a static, reproducible binary.
 LDFLAGS := -s -w -X main.version=$(VERSION)
 
-.PHONY: all build test vet demo bench fuzz clean prereqs
+.PHONY: all build test vet demo bench fuzz soak clean prereqs
 
 all: build
 
@@ -24,6 +24,10 @@ vet:
 
 test: prereqs vet ## go vet + every test, integration tests included, under -race
 	NATS_SERVER_BIN=$(CURDIR)/bin/nats-server $(GO) test -race -count=1 -timeout 25m ./...
+
+soak: prereqs ## the fault tests with 5x the events and faults (not in CI)
+	OUTBOXRELAY_SOAK=$${SOAK:-5} NATS_SERVER_BIN=$(CURDIR)/bin/nats-server $(GO) test -race -count=1 -timeout 90m -v \
+	  -run 'TestRelayKill9|TestNATSKill9AndFreeze|TestPostgresRestart|TestClusterFailover|TestStandbyTakeover' ./e2e/
 
 demo: build bin/nats-server ## Postgres + nats-server + relay under ./.demo, sample events printed
 	$(GO) run ./demo

@@ -3,6 +3,8 @@ package e2e_test
 import (
 	"context"
 	"math/rand/v2"
+	"os"
+	"strconv"
 	"testing"
 	"time"
 
@@ -11,11 +13,21 @@ import (
 	"github.com/outboxrelay/outboxrelay/internal/testenv"
 )
 
-// faultLoad is the load every fault test runs under: 20,000 events from
-// four writers, transactions of 1-20, a hot aggregate per writer, some
-// rollbacks, paced so that it lasts while faults are injected.
+// soak scales the fault tests: OUTBOXRELAY_SOAK=N (make soak) runs N times
+// the events and N times the faults. The default, 1, is what CI runs.
+var soak = func() int {
+	n, err := strconv.Atoi(os.Getenv("OUTBOXRELAY_SOAK"))
+	if err != nil || n < 1 {
+		return 1
+	}
+	return n
+}()
+
+// faultLoad is the load every fault test runs under: 20,000 events (times
+// soak) from four writers, transactions of 1-20, a hot aggregate per
+// writer, some rollbacks, paced so that it lasts while faults are injected.
 func faultLoad(pace time.Duration) workload {
-	return workload{Writers: 4, Aggregates: 200, Events: 20_000, MaxTx: 20, Rollback: 0.05, Hot: 0.3, Pace: pace}
+	return workload{Writers: 4, Aggregates: 200, Events: soak * 20_000, MaxTx: 20, Rollback: 0.05, Hot: 0.3, Pace: pace}
 }
 
 // createStream creates the relay's stream before the relay does, with a
@@ -65,7 +77,7 @@ func TestRelayKill9(t *testing.T) {
 	r := rand.New(rand.NewPCG(1, uint64(time.Now().UnixNano())))
 	l := faultLoad(40*time.Millisecond).start(context.Background(), e.pg)
 	kills := 0
-	for ; kills < 10; kills++ {
+	for ; kills < soak*10; kills++ {
 		pause(r, 200*time.Millisecond, 2*time.Second)
 		if err := e.relay.Kill(); err != nil {
 			t.Fatal(err)
@@ -89,7 +101,7 @@ func TestNATSKill9AndFreeze(t *testing.T) {
 	e.startRelay()
 	r := rand.New(rand.NewPCG(2, uint64(time.Now().UnixNano())))
 	l := faultLoad(40*time.Millisecond).start(context.Background(), e.pg)
-	for range 2 {
+	for range soak * 2 {
 		pause(r, time.Second, 3*time.Second)
 		if err := e.nats.Kill(); err != nil {
 			t.Fatal(err)
@@ -126,7 +138,7 @@ func TestPostgresRestart(t *testing.T) {
 	wl.Tolerant = true
 	l := wl.start(context.Background(), e.pg)
 	restarts := 0
-	for ; restarts < 2; restarts++ {
+	for ; restarts < soak*2; restarts++ {
 		pause(r, 2*time.Second, 4*time.Second)
 		if err := e.pg.Stop("immediate"); err != nil {
 			t.Fatal(err)
