@@ -31,9 +31,11 @@ import (
 func main() {
 	sizes := flag.String("n", "100000", "comma-separated backlog sizes")
 	txSizes := flag.String("tx", "100,1", "comma-separated events per transaction")
+	rates := flag.String("rates", "1000,5000,10000", "comma-separated paced rates for the latency runs (empty: skip)")
+	latDur := flag.Duration("latency-duration", 10*time.Second, "how long each paced rate runs")
 	flag.StringVar(&profile, "cpuprofile", "", "write a CPU profile of the relay (first 3s of each drain) to this file prefix")
 	flag.Parse()
-	if err := run(*sizes, *txSizes); err != nil {
+	if err := run(*sizes, *txSizes, *rates, *latDur); err != nil {
 		fmt.Fprintln(os.Stderr, "bench:", err)
 		os.Exit(1)
 	}
@@ -41,7 +43,7 @@ func main() {
 
 var profile string
 
-func run(sizes, txSizes string) error {
+func run(sizes, txSizes, rates string, latDur time.Duration) error {
 	fmt.Printf("machine: %d cores, %s; Postgres, nats-server and the relay on the same machine\n\n", numCPU(), memTotal())
 	fmt.Println("Backlog drain: relay start to last PubAck. Limits in the same run: decode = capture+decode")
 	fmt.Println("with no publishing; publish = chained pipelined JetStream publish with no Postgres.")
@@ -65,6 +67,26 @@ func run(sizes, txSizes string) error {
 			rate := float64(n) / res.secs
 			fmt.Printf("%-12d %9d %12.0f %12.0f %12.0f %7.2f %6.1f MiB\n", tx, n, rate, res.decode, res.publish, rate/min(res.decode, res.publish), float64(res.rssKiB)/1024)
 		}
+	}
+	if rates == "" {
+		return nil
+	}
+	var rs []int
+	for _, r := range strings.Split(rates, ",") {
+		v, err := strconv.Atoi(r)
+		if err != nil {
+			return err
+		}
+		rs = append(rs, v)
+	}
+	fmt.Printf("\nLive latency, commit -> stored (Outbox-Commit-Time vs JetStream timestamp), single-event transactions, %s per rate\n\n", latDur)
+	fmt.Printf("%-10s %12s %10s %10s %10s %14s\n", "target/s", "achieved/s", "p50", "p99", "p99.9", "caught up in")
+	lat, err := liveLatency(rs, latDur)
+	if err != nil {
+		return err
+	}
+	for _, l := range lat {
+		fmt.Printf("%-10d %12.0f %10s %10s %10s %14s\n", l.rate, l.achieved, l.p50.Round(10*time.Microsecond), l.p99.Round(10*time.Microsecond), l.p999.Round(10*time.Microsecond), l.lagAfter.Round(time.Millisecond))
 	}
 	return nil
 }
