@@ -176,9 +176,14 @@ type PermanentError struct{ Err error }
 func (e *PermanentError) Error() string { return e.Err.Error() }
 func (e *PermanentError) Unwrap() error { return e.Err }
 
+// ErrSlotActive means another process (another relay) streams the slot;
+// this one waits as a standby and takes over when the slot is free.
+var ErrSlotActive = errors.New("another process holds the slot")
+
 func isSlotActive(err error) bool {
 	var pgErr *pgconn.PgError
-	return errors.As(err, &pgErr) && pgErr.Code == "55006"
+	// 55006: START_REPLICATION raced with another relay for the slot.
+	return errors.Is(err, ErrSlotActive) || errors.As(err, &pgErr) && pgErr.Code == "55006"
 }
 
 // session runs one replication connection. started reports whether
@@ -195,7 +200,7 @@ func (c *Capture) session(ctx context.Context) (started bool, err error) {
 		return false, err
 	}
 	if slot.active {
-		return false, fmt.Errorf("replication slot %q is active for PID %s: another relay holds it", c.cfg.Slot, slot.activePID)
+		return false, fmt.Errorf("replication slot %q is active for PID %s: %w", c.cfg.Slot, slot.activePID, ErrSlotActive)
 	}
 	args := []string{"proto_version '1'", "publication_names " + literal(c.cfg.Publication)}
 	if c.cfg.Messages {

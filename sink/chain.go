@@ -139,14 +139,14 @@ func (s *Sink) resume(ctx context.Context) error {
 	if !s.nc.IsConnected() {
 		return fmt.Errorf("not connected to NATS (%s)", s.nc.Status())
 	}
-	ctx, cancel := context.WithTimeout(ctx, 10*time.Second)
-	defer cancel()
 	s.mu.Lock()
 	st := s.stream
 	s.mu.Unlock()
 	if st == nil {
+		ectx, cancel := context.WithTimeout(ctx, 10*time.Second)
 		var err error
-		st, err = EnsureStream(ctx, s.js, s.cfg.Stream, s.subject.Prefix, s.cfg.ExtraSubjects...)
+		st, err = EnsureStream(ectx, s.js, s.cfg.Stream, s.subject.Prefix, s.cfg.ExtraSubjects...)
+		cancel()
 		if err != nil {
 			var cfgErr *StreamConfigError
 			if errors.As(err, &cfgErr) {
@@ -155,7 +155,11 @@ func (s *Sink) resume(ctx context.Context) error {
 			return err
 		}
 	}
-	lastSeq, pos, found, err := lastPosition(ctx, st)
+	// While a clustered stream elects a leader its API does not answer at
+	// all: ask briefly, and let Run retry with backoff, rather than wait.
+	qctx, cancel := context.WithTimeout(ctx, 2*time.Second)
+	lastSeq, pos, found, err := lastPosition(qctx, st)
+	cancel()
 	if errors.Is(err, ErrSharedStream) {
 		return s.setFatal(err)
 	}
