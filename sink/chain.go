@@ -75,6 +75,8 @@ func (s *Sink) onAck(m *nats.Msg) {
 		ackErr = errors.New("no responders: the stream has no leader right now, or JetStream is not available")
 	case json.Unmarshal(m.Data, &ack) != nil:
 		ackErr = fmt.Errorf("unreadable PubAck %q", truncate(m.Data, 200))
+	case ack.Error != nil && ack.Error.ErrCode == errCodeMsgSize:
+		ackErr = errMsgSize{ack.Error.Description}
 	case ack.Error != nil:
 		ackErr = fmt.Errorf("stream said: %s (err_code %d)", ack.Error.Description, ack.Error.ErrCode)
 	case ack.Stream != s.cfg.Stream:
@@ -89,6 +91,18 @@ func (s *Sink) onAck(m *nats.Msg) {
 	i := s.head + int(seq-s.queue[s.head].seq)
 	if i >= s.sent || s.queue[i].seq != seq {
 		return
+	}
+	var tooBig errMsgSize
+	if errors.As(ackErr, &tooBig) {
+		// The event can never be stored as it is: it is invalid, not the chain.
+		ev := s.queue[i].ev
+		reason := "message is over the stream's max_msg_size: " + tooBig.desc
+		if s.cfg.DeadLetterSubject == "" {
+			s.fatal = &InvalidEventError{Event: ev, Reason: reason, Fix: "raise the stream's max_msg_size, make the payload smaller, or set errors.invalid_event: dead_letter"}
+			s.cond.Broadcast()
+			return
+		}
+		ev.Invalid, ev.Payload = reason, nil
 	}
 	if ackErr != nil {
 		s.breakLocked(ackErr)
@@ -105,6 +119,13 @@ func (s *Sink) onAck(m *nats.Msg) {
 		s.breakLocked(fmt.Errorf("stream stored sequence %d (duplicate=%v), relay predicted %d", ack.Seq, ack.Duplicate, seq))
 	}
 }
+
+// errCodeMsgSize is JetStream's "message size exceeds maximum allowed".
+const errCodeMsgSize = 10054
+
+type errMsgSize struct{ desc string }
+
+func (e errMsgSize) Error() string { return "stream said: " + e.desc }
 
 // popLocked settles the oldest event as stored. s.mu must be held.
 func (s *Sink) popLocked() {
@@ -141,6 +162,12 @@ func (s *Sink) resume(ctx context.Context) error {
 	}
 	s.mu.Lock()
 	st := s.stream
+	// From here on PubAcks of earlier sends are ignored: the stream's last
+	// message, read below, settles them instead. Were they still counted,
+	// one could settle an event the read does not show yet, and a stale read
+	// would look like a stream that lost acknowledged events.
+	s.epoch++
+	s.sent = s.head
 	s.mu.Unlock()
 	if st == nil {
 		ectx, cancel := context.WithTimeout(ctx, 10*time.Second)
@@ -175,7 +202,6 @@ func (s *Sink) resume(ctx context.Context) error {
 		s.cond.Broadcast()
 		return s.fatal
 	}
-	s.epoch++
 	settled := 0
 	if found {
 		for s.head < len(s.queue) && s.queue[s.head].ev.Before(pos.CommitLSN, pos.TxSeq) {

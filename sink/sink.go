@@ -12,6 +12,7 @@ import (
 	"log/slog"
 	"math/rand/v2"
 	"strconv"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -145,6 +146,12 @@ func New(nc *nats.Conn, cfg Config, acker Acker) (*Sink, error) {
 // stored is acked at once and not sent again. It returns an error only when
 // ctx ends or the sink has stopped for good.
 func (s *Sink) Publish(ctx context.Context, ev *decode.Event) error {
+	if ev.Invalid == "" {
+		ev.Invalid = unrepresentable(ev)
+	}
+	if ev.Invalid != "" && s.cfg.DeadLetterSubject == "" {
+		return &InvalidEventError{Event: ev, Reason: ev.Invalid, Fix: "set errors.invalid_event: dead_letter to publish it to the dead-letter subject"}
+	}
 	size := len(ev.Payload) + len(ev.ID) + len(ev.AggregateID) + 256
 	s.mu.Lock()
 	for {
@@ -254,6 +261,7 @@ func (s *Sink) Run(ctx context.Context) error {
 	defer tick.Stop()
 	s.signal() // resume at once: the first resume finds the stream's position
 	backoff := time.Duration(0)
+	settledAt := s.published.Load()
 	for {
 		select {
 		case <-ctx.Done():
@@ -284,7 +292,9 @@ func (s *Sink) Run(ctx context.Context) error {
 				s.signal()
 				continue
 			}
-			backoff = 0
+		}
+		if n := s.published.Load(); n != settledAt {
+			settledAt, backoff = n, 0 // progress: the next break starts a fresh backoff
 		}
 		s.sendQueued()
 	}
@@ -355,6 +365,29 @@ func sleep(ctx context.Context, d time.Duration) bool {
 
 func jitter(d time.Duration) time.Duration {
 	return d/2 + rand.N(d/2+1)
+}
+
+// unrepresentable says why a header value of ev cannot travel in a NATS
+// header unchanged (nats.go trims surrounding white space and turns CR/LF
+// into spaces), or "" when all can.
+func unrepresentable(ev *decode.Event) string {
+	check := func(name, v string) string {
+		if strings.TrimSpace(v) != v || strings.ContainsAny(v, "\r\n") {
+			return fmt.Sprintf("%s %q has surrounding white space or a line break, which a NATS header cannot carry unchanged", name, v)
+		}
+		return ""
+	}
+	for _, f := range [...]struct{ name, v string }{{"id", ev.ID}, {"type", ev.Type}, {"aggregate_type", ev.AggregateType}, {"aggregate_id", ev.AggregateID}} {
+		if r := check(f.name, f.v); r != "" {
+			return r
+		}
+	}
+	for _, h := range ev.Headers {
+		if r := check("header "+h.Name, h.Value); r != "" {
+			return r
+		}
+	}
+	return ""
 }
 
 // InvalidEventError stops the relay at an event that cannot be published.

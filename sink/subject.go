@@ -72,7 +72,7 @@ func ParseSubject(tmpl string) (*Subject, error) {
 			s.parts = append(s.parts, part{field: f})
 			rest = rest[open+end+1:]
 		}
-		if tok == "" || strings.ContainsAny(tok, " \t*>") {
+		if tok == "" || strings.ContainsFunc(tok, func(r rune) bool { return r <= ' ' || r == 0x7f || r == '*' || r == '>' }) {
 			return nil, fmt.Errorf("subject template %q: token %q is not a valid subject token", tmpl, tok)
 		}
 		if strings.Contains(tok, "{") {
@@ -81,6 +81,9 @@ func ParseSubject(tmpl string) (*Subject, error) {
 		if fixed {
 			prefix = append(prefix, tok)
 		}
+	}
+	if fixed {
+		return nil, fmt.Errorf("subject template %q has no placeholder: use {aggregate_type} or {aggregate_id}, e.g. \"outbox.{aggregate_type}.{aggregate_id}\"", tmpl)
 	}
 	if len(prefix) == 0 {
 		return nil, fmt.Errorf("subject template %q: the first token must be literal, e.g. \"outbox.{aggregate_type}.{aggregate_id}\"", tmpl)
