@@ -1,7 +1,6 @@
 package sink_test
 
 import (
-	"bytes"
 	"context"
 	"fmt"
 	"log/slog"
@@ -188,24 +187,6 @@ func newJS(t *testing.T, nc *nats.Conn) jetstream.JetStream {
 	return js
 }
 
-// syncBuffer collects the sink's log; a failed test prints it.
-type syncBuffer struct {
-	mu  sync.Mutex
-	buf bytes.Buffer
-}
-
-func (b *syncBuffer) Write(p []byte) (int, error) {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.Write(p)
-}
-
-func (b *syncBuffer) String() string {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.String()
-}
-
 // startSink creates a sink on nc and runs it until the test ends. cfg.Stream,
 // cfg.Subject and cfg.Logger get test defaults when empty.
 func startSink(t *testing.T, nc *nats.Conn, cfg sink.Config, a sink.Acker) *sink.Sink {
@@ -227,7 +208,7 @@ func newSink(t *testing.T, nc *nats.Conn, cfg sink.Config, a sink.Acker) *sink.S
 		cfg.MaxResumeBackof = 500 * time.Millisecond
 	}
 	if cfg.Logger == nil {
-		var logs syncBuffer
+		var logs testenv.SyncBuffer
 		cfg.Logger = slog.New(slog.NewTextHandler(&logs, &slog.HandlerOptions{Level: slog.LevelDebug}))
 		name := t.Name()
 		t.Cleanup(func() {

@@ -19,23 +19,24 @@ type Process struct {
 	name    string
 	logPath string
 	proc    *child
-	out     *syncBuffer
+	out     *SyncBuffer
 	logf    *os.File
 }
 
-// syncBuffer is a bytes.Buffer safe for one writer and many readers.
-type syncBuffer struct {
+// SyncBuffer is a bytes.Buffer safe for one writer and many readers, for
+// collecting the output or log of something a test runs.
+type SyncBuffer struct {
 	mu  sync.Mutex
 	buf bytes.Buffer
 }
 
-func (b *syncBuffer) Write(p []byte) (int, error) {
+func (b *SyncBuffer) Write(p []byte) (int, error) {
 	b.mu.Lock()
 	defer b.mu.Unlock()
 	return b.buf.Write(p)
 }
 
-func (b *syncBuffer) String() string {
+func (b *SyncBuffer) String() string {
 	b.mu.Lock()
 	defer b.mu.Unlock()
 	return b.buf.String()
@@ -50,7 +51,7 @@ func Launch(cmd *exec.Cmd, logPath string) (*Process, error) {
 	if err != nil {
 		return nil, fmt.Errorf("create log for %s: %w", cmd.Path, err)
 	}
-	p := &Process{name: filepath.Base(cmd.Path), logPath: logPath, out: &syncBuffer{}, logf: logf}
+	p := &Process{name: filepath.Base(cmd.Path), logPath: logPath, out: &SyncBuffer{}, logf: logf}
 	w := io.MultiWriter(logf, p.out)
 	cmd.Stdout, cmd.Stderr = w, w
 	// If the program leaves a child holding the output pipe, do not let
