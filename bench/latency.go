@@ -3,16 +3,11 @@ package main
 import (
 	"context"
 	"fmt"
-	"os"
-	"os/exec"
-	"path/filepath"
 	"slices"
 	"strings"
 	"sync"
-	"syscall"
 	"time"
 
-	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 	"github.com/outboxrelay/outboxrelay/internal/testenv"
 )
@@ -30,60 +25,17 @@ type latencyResult struct {
 // header against the JetStream timestamp of the message.
 func liveLatency(rates []int, dur time.Duration) ([]latencyResult, error) {
 	ctx := context.Background()
-	dir, err := os.MkdirTemp("", "outboxrelay-bench-")
+	e, err := newBenchEnv()
 	if err != nil {
 		return nil, err
 	}
-	defer os.RemoveAll(dir)
-	if err := os.Chmod(dir, 0o755); err != nil {
-		return nil, err
-	}
-	pg, err := testenv.NewPostgres(filepath.Join(dir, "pg"), testenv.PostgresOptions{})
+	defer e.close()
+	relay, err := e.startRelay()
 	if err != nil {
 		return nil, err
 	}
-	if err := pg.Start(); err != nil {
-		return nil, err
-	}
-	defer pg.Stop("immediate")
-	ns, err := testenv.NewNATS(filepath.Join(dir, "nats"), testenv.NATSOptions{})
-	if err != nil {
-		return nil, err
-	}
-	if err := ns.Start(); err != nil {
-		return nil, err
-	}
-	defer ns.Kill()
-	ddl, err := os.ReadFile("testdata/outbox.sql")
-	if err != nil {
-		return nil, err
-	}
-	if err := pg.Exec(ctx, string(ddl)); err != nil {
-		return nil, err
-	}
-	port, err := testenv.FreePort()
-	if err != nil {
-		return nil, err
-	}
-	cfg := filepath.Join(dir, "relay.yaml")
-	body := fmt.Sprintf("postgres: {url: %q}\nnats: {url: %q}\nhttp: {listen: \"127.0.0.1:%d\"}\n", pg.URL(), ns.URL(), port)
-	if err := os.WriteFile(cfg, []byte(body), 0o600); err != nil {
-		return nil, err
-	}
-	relay, err := testenv.Launch(exec.Command("bin/outboxrelay", "run", "-config", cfg), filepath.Join(dir, "relay.log"))
-	if err != nil {
-		return nil, err
-	}
-	defer func() {
-		relay.Signal(syscall.SIGTERM)
-		relay.Wait(30 * time.Second)
-	}()
-	nc, err := nats.Connect(ns.URL())
-	if err != nil {
-		return nil, err
-	}
-	defer nc.Close()
-	js, _ := jetstream.New(nc)
+	defer stopRelay(relay)
+	js := e.js
 	if err := testenv.Poll(30*time.Second, func() (bool, error) {
 		_, err := js.Stream(ctx, "OUTBOX")
 		return err == nil, nil
@@ -94,19 +46,12 @@ func liveLatency(rates []int, dur time.Duration) ([]latencyResult, error) {
 	var out []latencyResult
 	var total uint64
 	for _, rate := range rates {
-		n, elapsed, lastCommit, err := pacedInserts(ctx, pg, rate, dur)
+		n, elapsed, lastCommit, err := pacedInserts(ctx, e.pg, rate, dur)
 		if err != nil {
 			return nil, err
 		}
 		total += uint64(n)
-		if err := testenv.Poll(time.Minute, func() (bool, error) {
-			st, err := js.Stream(ctx, "OUTBOX")
-			if err != nil {
-				return false, err
-			}
-			info, err := st.Info(ctx)
-			return err == nil && info.State.Msgs >= total, err
-		}); err != nil {
+		if err := e.waitStream(relay, total, time.Minute); err != nil {
 			return nil, fmt.Errorf("at %d/s the stream did not catch up: %w", rate, err)
 		}
 		res := latencyResult{rate: rate, achieved: float64(n) / elapsed.Seconds(), lagAfter: time.Since(lastCommit)}

@@ -16,15 +16,10 @@ import (
 	"io"
 	"net/http"
 	"os"
-	"os/exec"
-	"path/filepath"
 	"strconv"
 	"strings"
-	"syscall"
 	"time"
 
-	"github.com/nats-io/nats.go"
-	"github.com/nats-io/nats.go/jetstream"
 	"github.com/outboxrelay/outboxrelay/internal/testenv"
 )
 
@@ -99,105 +94,47 @@ type result struct {
 
 func drain(n, txSize int) (result, error) {
 	ctx := context.Background()
-	dir, err := os.MkdirTemp("", "outboxrelay-bench-")
+	e, err := newBenchEnv()
 	if err != nil {
 		return result{}, err
 	}
-	defer os.RemoveAll(dir)
-	// World-traversable: when run as root, Postgres runs as the postgres user.
-	if err := os.Chmod(dir, 0o755); err != nil {
-		return result{}, err
-	}
-	pg, err := testenv.NewPostgres(filepath.Join(dir, "pg"), testenv.PostgresOptions{})
-	if err != nil {
-		return result{}, err
-	}
-	if err := pg.Start(); err != nil {
-		return result{}, err
-	}
-	defer pg.Stop("immediate")
-	ns, err := testenv.NewNATS(filepath.Join(dir, "nats"), testenv.NATSOptions{})
-	if err != nil {
-		return result{}, err
-	}
-	if err := ns.Start(); err != nil {
-		return result{}, err
-	}
-	defer ns.Kill()
-
-	ddl, err := os.ReadFile("testdata/outbox.sql")
-	if err != nil {
-		return result{}, err
-	}
-	// The slot must exist before the backlog is written, or Postgres would
-	// not keep it for the relay.
-	for _, sql := range []string{string(ddl), "CREATE PUBLICATION outboxrelay FOR TABLE outbox",
+	defer e.close()
+	// The slots must exist before the backlog is written, or Postgres would
+	// not keep it for them.
+	for _, sql := range []string{"CREATE PUBLICATION outboxrelay FOR TABLE outbox",
 		"SELECT pg_create_logical_replication_slot('outboxrelay', 'pgoutput')",
 		"SELECT pg_create_logical_replication_slot('bench_decode', 'pgoutput')"} {
-		if err := pg.Exec(ctx, sql); err != nil {
+		if err := e.pg.Exec(ctx, sql); err != nil {
 			return result{}, err
 		}
 	}
-	if err := writeBacklog(ctx, pg, n, txSize); err != nil {
+	if err := writeBacklog(ctx, e.pg, n, txSize); err != nil {
 		return result{}, err
 	}
 	var res result
-	if res.decode, err = decodeLimit(pg.URL(), "bench_decode", n); err != nil {
+	if res.decode, err = decodeLimit(e.pg.URL(), "bench_decode", n); err != nil {
 		return result{}, err
 	}
-	if err := pg.Exec(ctx, "SELECT pg_drop_replication_slot('bench_decode')"); err != nil {
+	if err := e.pg.Exec(ctx, "SELECT pg_drop_replication_slot('bench_decode')"); err != nil {
 		return result{}, err
 	}
-	if res.publish, err = publishLimit(ns.URL(), "OUTBOX", n); err != nil {
+	if res.publish, err = publishLimit(e.ns.URL(), "OUTBOX", n); err != nil {
 		return result{}, err
 	}
-
-	cfg := filepath.Join(dir, "relay.yaml")
-	port, err := testenv.FreePort()
-	if err != nil {
-		return result{}, err
-	}
-	body := fmt.Sprintf("postgres: {url: %q}\nnats: {url: %q}\nhttp: {listen: \"127.0.0.1:%d\"}\n", pg.URL(), ns.URL(), port)
-	if err := os.WriteFile(cfg, []byte(body), 0o600); err != nil {
-		return result{}, err
-	}
-	nc, err := nats.Connect(ns.URL())
-	if err != nil {
-		return result{}, err
-	}
-	defer nc.Close()
-	js, _ := jetstream.New(nc)
 
 	start := time.Now()
-	relay, err := testenv.Launch(exec.Command("bin/outboxrelay", "run", "-config", cfg), filepath.Join(dir, "relay.log"))
+	relay, err := e.startRelay()
 	if err != nil {
-		return result{}, fmt.Errorf("start bin/outboxrelay (run make build): %w", err)
+		return result{}, err
 	}
-	defer func() {
-		relay.Signal(syscall.SIGTERM)
-		relay.Wait(30 * time.Second)
-	}()
+	defer stopRelay(relay)
 	profiled := make(chan error, 1)
 	if profile != "" {
-		go func() { profiled <- saveProfile(port, fmt.Sprintf("%s-%d-%d.pprof", profile, n, txSize)) }()
+		go func() { profiled <- saveProfile(e.port, fmt.Sprintf("%s-%d-%d.pprof", profile, n, txSize)) }()
 	} else {
 		profiled <- nil
 	}
-	err = testenv.Poll(10*time.Minute, func() (bool, error) {
-		if relay.Exited() {
-			return false, fmt.Errorf("relay exited:\n%s", relay.Output())
-		}
-		st, err := js.Stream(ctx, "OUTBOX")
-		if err != nil {
-			return false, nil
-		}
-		info, err := st.Info(ctx)
-		if err != nil {
-			return false, nil
-		}
-		return info.State.Msgs >= uint64(n), nil
-	})
-	if err != nil {
+	if err := e.waitStream(relay, uint64(n), 10*time.Minute); err != nil {
 		return result{}, err
 	}
 	res.secs = time.Since(start).Seconds()
