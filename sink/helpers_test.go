@@ -204,8 +204,8 @@ func newSink(t *testing.T, nc *nats.Conn, cfg sink.Config, a sink.Acker) *sink.S
 	if cfg.Subject == "" {
 		cfg.Subject = testSubject
 	}
-	if cfg.MaxResumeBackof == 0 {
-		cfg.MaxResumeBackof = 500 * time.Millisecond
+	if cfg.MaxResumeBackoff == 0 {
+		cfg.MaxResumeBackoff = 500 * time.Millisecond
 	}
 	if cfg.Logger == nil {
 		var logs testenv.SyncBuffer

@@ -44,7 +44,7 @@ type Config struct {
 	AckTimeout      time.Duration // a PubAck not seen by then breaks the chain; default 5s
 	Logger          *slog.Logger  // default slog.Default()
 	ObserveLatency  func(time.Duration)
-	MaxResumeBackof time.Duration // default 5s
+	MaxResumeBackoff time.Duration // default 5s
 }
 
 // Stats are counters for metrics.
@@ -112,8 +112,8 @@ func New(nc *nats.Conn, cfg Config, acker Acker) (*Sink, error) {
 	if cfg.AckTimeout <= 0 {
 		cfg.AckTimeout = 5 * time.Second
 	}
-	if cfg.MaxResumeBackof <= 0 {
-		cfg.MaxResumeBackof = 5 * time.Second
+	if cfg.MaxResumeBackoff <= 0 {
+		cfg.MaxResumeBackoff = 5 * time.Second
 	}
 	if cfg.Logger == nil {
 		cfg.Logger = slog.Default()
@@ -284,7 +284,7 @@ func (s *Sink) Run(ctx context.Context) error {
 				if s.fatalErr() != nil {
 					continue
 				}
-				backoff = min(max(2*backoff, 100*time.Millisecond), s.cfg.MaxResumeBackof)
+				backoff = min(max(2*backoff, 100*time.Millisecond), s.cfg.MaxResumeBackoff)
 				s.log.Warn("publish chain not resumed, retrying", "err", err, "retry_in", backoff)
 				if !sleep(ctx, jitter(backoff)) {
 					return nil
