@@ -38,12 +38,12 @@ type Config struct {
 	// event halts the sink.
 	DeadLetterSubject string
 	// ExtraSubjects are subjects the stream must capture besides the template's.
-	ExtraSubjects   []string
-	Window          int           // events in flight at most; default 4096
-	WindowBytes     int           // payload bytes in flight at most; default 32 MiB
-	AckTimeout      time.Duration // a PubAck not seen by then breaks the chain; default 5s
-	Logger          *slog.Logger  // default slog.Default()
-	ObserveLatency  func(time.Duration)
+	ExtraSubjects    []string
+	Window           int           // events in flight at most; default 4096
+	WindowBytes      int           // payload bytes in flight at most; default 32 MiB
+	AckTimeout       time.Duration // a PubAck not seen by then breaks the chain; default 5s
+	Logger           *slog.Logger  // default slog.Default()
+	ObserveLatency   func(time.Duration)
 	MaxResumeBackoff time.Duration // default 5s
 }
 
