@@ -138,7 +138,8 @@ func (p *pipeline) run(ctx context.Context, msgs <-chan capture.Message) error {
 		}
 		switch m.Kind {
 		case capture.Restart:
-			dec, skip = decode.NewDecoder(p.tables...), false
+			dec.Reset()
+			skip = false
 		case capture.Keepalive:
 			p.tracker.Mark(m.WALEnd)
 		case capture.Data:

@@ -42,7 +42,7 @@ func decodeLimit(pgURL, slot string, n int) (float64, error) {
 			return 0, fmt.Errorf("decode limit: %d of %d events after a minute of silence", events, n)
 		case m := <-cp.Messages():
 			if m.Kind == capture.Restart {
-				dec = decode.NewDecoder(decode.Table{Schema: "public", Name: "outbox"})
+				dec.Reset()
 			}
 			if m.Kind != capture.Data {
 				continue

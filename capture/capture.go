@@ -74,7 +74,6 @@ type Capture struct {
 	streaming  atomic.Bool
 	reconnects atomic.Uint64
 	confirmed  atomic.Uint64
-	serverEnd  atomic.Uint64
 	lastErr    atomic.Pointer[string]
 }
 
@@ -115,7 +114,6 @@ func (c *Capture) Streaming() (bool, string) {
 type Stats struct {
 	Reconnects uint64
 	Confirmed  pglogrepl.LSN // last position confirmed to Postgres
-	ServerEnd  pglogrepl.LSN // newest WAL position the server reported
 }
 
 // Stats returns counters for metrics.
@@ -123,7 +121,6 @@ func (c *Capture) Stats() Stats {
 	return Stats{
 		Reconnects: c.reconnects.Load(),
 		Confirmed:  pglogrepl.LSN(c.confirmed.Load()),
-		ServerEnd:  pglogrepl.LSN(c.serverEnd.Load()),
 	}
 }
 
@@ -268,7 +265,6 @@ func (c *Capture) stream(ctx context.Context, conn *pgconn.PgConn, floor pglogre
 				if err != nil {
 					return fmt.Errorf("parse keepalive: %w", err)
 				}
-				c.serverEnd.Store(uint64(ka.ServerWALEnd))
 				if !c.emit(ctx, conn, floor, Message{Kind: Keepalive, WALEnd: ka.ServerWALEnd}) {
 					return c.finish(conn, floor)
 				}

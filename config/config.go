@@ -266,9 +266,6 @@ func (n NATS) URLs() []string {
 	return urls
 }
 
-// NATSURLs returns c.NATS.URLs().
-func (c Config) NATSURLs() []string { return c.NATS.URLs() }
-
 // TableName returns the outbox table's schema and name; the schema is
 // "public" when Table has none.
 func (o Outbox) TableName() (schema, name string) {
@@ -283,21 +280,6 @@ func normalizeTable(t string) string {
 		return t
 	}
 	return "public." + t
-}
-
-// SubjectPrefix returns the literal tokens of the subject template before
-// the first placeholder, joined by '.': "outbox" for
-// "outbox.{aggregate_type}.{aggregate_id}". The stream's subjects are
-// SubjectPrefix()+".>".
-func (n NATS) SubjectPrefix() string {
-	var lit []string
-	for tok := range strings.SplitSeq(n.Subject, ".") {
-		if strings.ContainsAny(tok, "{}") {
-			break
-		}
-		lit = append(lit, tok)
-	}
-	return strings.Join(lit, ".")
 }
 
 // SlogLevel returns the slog level named by Level (info when unknown).
