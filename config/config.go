@@ -180,7 +180,8 @@ func (e *Error) Error() string {
 	if e.Key != "" {
 		b.WriteString(e.Key + ": ")
 	}
-	b.WriteString(e.Msg)
+	// One line per error: a value quoted in Msg may hold a line break.
+	b.WriteString(strings.ReplaceAll(e.Msg, "\n", `\n`))
 	return b.String()
 }
 
