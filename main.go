@@ -56,6 +56,7 @@ func exitCode(err error, stderr io.Writer) int {
 const usage = `usage:
   outboxrelay run -config FILE     relay until SIGINT/SIGTERM, then drain and exit 0
   outboxrelay check -config FILE   preflight: print what is wrong and how to fix it
+  outboxrelay healthcheck [-config FILE] [-url URL]   exit 0 if /readyz says ready, else 1
   outboxrelay version              print the version`
 
 func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
@@ -68,6 +69,8 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		fmt.Fprintln(stdout, "outboxrelay", versionString())
 		return nil
 	case "run", "check":
+	case "healthcheck":
+		return healthcheck(ctx, args, stdout, stderr)
 	case "help", "-h", "-help", "--help":
 		fmt.Fprintln(stdout, usage)
 		return nil
