@@ -14,6 +14,7 @@ import (
 	"log/slog"
 	"os"
 	"strings"
+	"time"
 )
 
 // Values of Errors.InvalidEvent.
@@ -48,16 +49,61 @@ type Postgres struct {
 	Publication string `yaml:"publication"`
 }
 
-// Outbox describes the outbox table.
+// Outbox describes where events come from: outbox tables, logical
+// decoding messages, or both.
 type Outbox struct {
 	// Table is "schema.name"; ParseConfig adds the schema "public" when it
 	// is left out. Names are exact (case-sensitive), as pgoutput reports
-	// them.
+	// them. Table, Columns and Headers are the one-table short form of
+	// Tables; after ParseConfig, Tables holds every table either way.
 	Table   string  `yaml:"table"`
 	Columns Columns `yaml:"columns"`
 	// Headers are extra columns copied to message headers, in the order
 	// they appear in the file.
 	Headers []HeaderColumn `yaml:"headers"`
+
+	// Tables lists several outbox tables, each with its own column mapping
+	// and subject template, sharing one slot and one stream.
+	Tables []Table `yaml:"tables"`
+
+	// Messages accepts events written with pg_logical_emit_message.
+	Messages Messages `yaml:"messages"`
+
+	// Cleanup deletes rows whose events are confirmed.
+	Cleanup Cleanup `yaml:"cleanup"`
+}
+
+// Table is one outbox table and how its rows become events.
+type Table struct {
+	// Table is "schema.name" (the schema defaults to public).
+	Table   string         `yaml:"table"`
+	Columns Columns        `yaml:"columns"`
+	Headers []HeaderColumn `yaml:"headers"`
+	// Subject is the table's subject template; ParseConfig fills in
+	// nats.subject when it is empty.
+	Subject string `yaml:"subject"`
+}
+
+// TableName returns the table's schema and name.
+func (t Table) TableName() (schema, name string) {
+	return Outbox{Table: t.Table}.TableName()
+}
+
+// Messages configures events written with
+// pg_logical_emit_message(true, prefix, json).
+type Messages struct {
+	// Prefix is the message prefix to accept; empty turns messages off.
+	Prefix string `yaml:"prefix"`
+	// Subject is the subject template for message events; ParseConfig
+	// fills in nats.subject when it is empty.
+	Subject string `yaml:"subject"`
+}
+
+// Cleanup configures the deletion of outbox rows whose events are
+// confirmed, for services that do not delete them themselves.
+type Cleanup struct {
+	// After is how long a confirmed row is kept; 0 turns cleanup off.
+	After time.Duration `yaml:"after"`
 }
 
 // Columns names the outbox columns that make up an event. The defaults are
@@ -86,6 +132,9 @@ type NATS struct {
 	// Subject is the subject template, e.g.
 	// "outbox.{aggregate_type}.{aggregate_id}".
 	Subject string `yaml:"subject"`
+	// Partitions is N for the {partition} placeholder: a stable hash of
+	// the aggregate id modulo N. 0 when no template uses it.
+	Partitions int `yaml:"partitions"`
 
 	// At most one of: Creds, NKey, User with Password, Token.
 	Creds    string `yaml:"creds"` // path to a .creds file (JWT and seed)
@@ -127,6 +176,12 @@ type Log struct {
 // DefaultConfig returns the configuration used for every key the file
 // leaves out. Postgres.URL has no default.
 func DefaultConfig() Config {
+	c := defaults()
+	c.resolveOutbox(nil)
+	return c
+}
+
+func defaults() Config {
 	return Config{
 		Postgres: Postgres{
 			Slot:        "outboxrelay",
@@ -215,12 +270,14 @@ func parse(r io.Reader, lookup func(string) (string, bool), file string) (Config
 	if err != nil {
 		return Config{}, fmt.Errorf("config: read: %w", err)
 	}
-	c := DefaultConfig()
+	c := defaults()
 	d := decoder{lookup: lookup, lines: make(map[string]int)}
 	d.document(b, &c)
 	errs := d.errs
 	if len(errs) == 0 {
-		c.Outbox.Table = normalizeTable(c.Outbox.Table)
+		errs = c.resolveOutbox(d.lines)
+	}
+	if len(errs) == 0 {
 		errs = c.validate()
 		for _, e := range errs {
 			e.Line = d.lines[e.Key]
@@ -276,6 +333,46 @@ func (o Outbox) TableName() (schema, name string) {
 	return "public", o.Table
 }
 
+// resolveOutbox turns the one-table short form into Tables, fills in the
+// default subject templates, and normalizes table names. present holds the
+// keys the file set.
+func (c *Config) resolveOutbox(present map[string]int) []*Error {
+	o := &c.Outbox
+	short := present["outbox.table"] > 0 || present["outbox.columns"] > 0 || present["outbox.headers"] > 0
+	if line := present["outbox.tables"]; line > 0 {
+		if short {
+			return []*Error{{Key: "outbox.tables", Line: line, Msg: "use either outbox.table (with outbox.columns and outbox.headers) for one table, or outbox.tables for several, not both"}}
+		}
+		if len(o.Tables) == 0 {
+			return []*Error{{Key: "outbox.tables", Line: line, Msg: "must list at least one table, e.g. [{table: public.outbox}]"}}
+		}
+	} else if short || o.Messages.Prefix == "" {
+		// The short form; a file that configures only messages has no
+		// table.
+		o.Tables = []Table{{Table: o.Table, Columns: o.Columns, Headers: o.Headers}}
+	} else {
+		o.Tables = nil
+	}
+	o.Table = normalizeTable(o.Table)
+	for i := range o.Tables {
+		t := &o.Tables[i]
+		t.Table = normalizeTable(t.Table)
+		if t.Subject == "" {
+			t.Subject = c.NATS.Subject
+		}
+	}
+	if len(o.Tables) != 1 || present["outbox.tables"] > 0 {
+		o.Table = "" // not the short form: Tables is the only truth
+	}
+	if present["outbox.messages.subject"] == 0 {
+		o.Messages.Subject = c.NATS.Subject
+	}
+	return nil
+}
+
+// DefaultColumns returns the Debezium-compatible default column mapping.
+func DefaultColumns() Columns { return defaults().Outbox.Columns }
+
 func normalizeTable(t string) string {
 	if t == "" || strings.Contains(t, ".") {
 		return t
@@ -308,5 +405,14 @@ func (c Config) Redacted() Config {
 		c.NATS.Token = mask
 	}
 	c.Outbox.Headers = append([]HeaderColumn(nil), c.Outbox.Headers...)
+	tables := make([]Table, len(c.Outbox.Tables))
+	for i, t := range c.Outbox.Tables {
+		t.Headers = append([]HeaderColumn(nil), t.Headers...)
+		tables[i] = t
+	}
+	if c.Outbox.Tables == nil {
+		tables = nil
+	}
+	c.Outbox.Tables = tables
 	return c
 }

@@ -46,6 +46,15 @@ func TestDefaultConfig(t *testing.T) {
 				ID: "id", AggregateType: "aggregatetype", AggregateID: "aggregateid",
 				Type: "type", Payload: "payload",
 			},
+			Tables: []config.Table{{
+				Table: "public.outbox",
+				Columns: config.Columns{
+					ID: "id", AggregateType: "aggregatetype", AggregateID: "aggregateid",
+					Type: "type", Payload: "payload",
+				},
+				Subject: "outbox.{aggregate_type}.{aggregate_id}",
+			}},
+			Messages: config.Messages{Subject: "outbox.{aggregate_type}.{aggregate_id}"},
 		},
 		NATS: config.NATS{
 			URL:     "nats://127.0.0.1:4222",

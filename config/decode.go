@@ -10,6 +10,7 @@ import (
 	"sort"
 	"strconv"
 	"strings"
+	"time"
 
 	"gopkg.in/yaml.v3"
 )
@@ -25,7 +26,11 @@ type decoder struct {
 	lines  map[string]int // key path -> line of its key in the file
 }
 
-var headersType = reflect.TypeFor[[]HeaderColumn]()
+var (
+	headersType  = reflect.TypeFor[[]HeaderColumn]()
+	tablesType   = reflect.TypeFor[[]Table]()
+	durationType = reflect.TypeFor[time.Duration]()
+)
 
 func (d *decoder) fail(key string, line int, format string, args ...any) {
 	d.errs = append(d.errs, &Error{Key: key, Line: line, Msg: fmt.Sprintf(format, args...)})
@@ -137,6 +142,34 @@ func (d *decoder) value(path string, n *yaml.Node, v reflect.Value) {
 		d.mapping(path, n, v)
 	case v.Type() == headersType:
 		d.headers(path, n, v)
+	case v.Type() == tablesType:
+		d.tables(path, n, v)
+	case v.Type() == durationType:
+		if s, ok := d.scalar(path, n); ok {
+			if s == "" || s == "0" {
+				v.SetInt(0)
+				break
+			}
+			dur, err := time.ParseDuration(s)
+			if err != nil || dur < 0 {
+				d.fail(path, n.Line, "expected a duration such as 30m, 1h or 24h, got %q", s)
+				break
+			}
+			v.SetInt(int64(dur))
+		}
+	case v.Kind() == reflect.Int:
+		if s, ok := d.scalar(path, n); ok {
+			if s == "" {
+				v.SetInt(0)
+				break
+			}
+			i, err := strconv.Atoi(s)
+			if err != nil {
+				d.fail(path, n.Line, "expected a whole number, got %q", s)
+				break
+			}
+			v.SetInt(int64(i))
+		}
 	case v.Kind() == reflect.String:
 		if s, ok := d.scalar(path, n); ok {
 			v.SetString(s)
@@ -234,6 +267,24 @@ func (d *decoder) headers(path string, n *yaml.Node, v reflect.Value) {
 	v.Set(reflect.ValueOf(hs))
 }
 
+// tables applies the outbox.tables sequence; each entry starts from the
+// default column mapping.
+func (d *decoder) tables(path string, n *yaml.Node, v reflect.Value) {
+	if isNull(n) {
+		return
+	}
+	if n.Kind != yaml.SequenceNode {
+		d.fail(path, n.Line, "expected a list of tables, each a mapping such as {table: public.outbox}, got %s", kindName(n))
+		return
+	}
+	ts := make([]Table, len(n.Content))
+	for i, en := range n.Content {
+		ts[i].Columns = DefaultColumns()
+		d.value(fmt.Sprintf("%s[%d]", path, i), resolve(en), reflect.ValueOf(&ts[i]).Elem())
+	}
+	v.Set(reflect.ValueOf(ts))
+}
+
 // fieldKeys returns the yaml keys of struct type t, in declaration order.
 func fieldKeys(t reflect.Type) []string {
 	keys := make([]string, 0, t.NumField())
@@ -310,8 +361,12 @@ func walkKeys(t reflect.Type, path string, fn func(path, key string)) {
 			continue
 		}
 		fn(path, k)
-		if f.Type.Kind() == reflect.Struct {
+		switch {
+		case f.Type == durationType:
+		case f.Type.Kind() == reflect.Struct:
 			walkKeys(f.Type, join(path, k), fn)
+		case f.Type.Kind() == reflect.Slice && f.Type.Elem().Kind() == reflect.Struct && f.Type != headersType:
+			walkKeys(f.Type.Elem(), join(path, k), fn)
 		}
 	}
 }

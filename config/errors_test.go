@@ -65,6 +65,22 @@ var badConfigs = []struct {
 	{"listen bad port", pg + "http: {listen: 'localhost:http'}\n", `config: http.listen: must be host:port`},
 	{"log level", pg + "log: {level: verbose}\n", `config: log.level: must be debug, info, warn or error; got "verbose"`},
 	{"log format", pg + "log: {format: xml}\n", `config: log.format: must be text or json; got "xml"`},
+	{"table and tables", pg + "outbox: {table: a, tables: [{table: b}]}\n", "config: outbox.tables: use either outbox.table"},
+	{"tables empty", pg + "outbox: {tables: []}\n", "config: outbox.tables: must list at least one table"},
+	{"tables not a list", pg + "outbox: {tables: {table: a}}\n", "config: outbox.tables: expected a list of tables"},
+	{"tables twice", pg + "outbox: {tables: [{table: a}, {table: public.a}]}\n", `config: outbox.tables[1].table: "public.a" is already listed as outbox.tables[0]`},
+	{"tables bad column", pg + "outbox: {tables: [{table: a}, {table: b, columns: {id: ''}}]}\n", "config: outbox.tables[1].columns.id: must not be empty"},
+	{"tables unknown key", pg + "outbox: {tables: [{table: a, subjet: x}]}\n", `config: outbox.tables[0].subjet: unknown key (did you mean "subject"?)`},
+	{"tables bad subject", pg + "outbox: {tables: [{table: a, subject: 'x.{type}'}]}\n", "config: outbox.tables[0].subject: must contain {aggregate_id} or {aggregate_type}"},
+	{"messages subject", pg + "outbox: {messages: {prefix: p, subject: '{type}'}}\n", "config: outbox.messages.subject: the first token must be literal"},
+	{"cleanup not a duration", pg + "outbox: {cleanup: {after: soon}}\n", `config: outbox.cleanup.after: expected a duration such as 30m, 1h or 24h, got "soon"`},
+	{"cleanup negative", pg + "outbox: {cleanup: {after: -1h}}\n", `config: outbox.cleanup.after: expected a duration`},
+	{"cleanup too short", pg + "outbox: {cleanup: {after: 10ms}}\n", "config: outbox.cleanup.after: must be 0 (off) or at least 1s"},
+	{"cleanup without table", pg + "outbox: {messages: {prefix: p}, cleanup: {after: 1h}}\n", "config: outbox.cleanup.after: needs an outbox table"},
+	{"partition without partitions", pg + "nats: {subject: 'outbox.{partition}.{aggregate_id}'}\n", "config: nats.partitions: must be set (for example 16) when a subject template uses {partition}"},
+	{"partitions without partition", pg + "nats: {partitions: 8}\n", "config: nats.partitions: is set but no subject template uses {partition}"},
+	{"partitions not a number", pg + "nats: {partitions: many, subject: 'outbox.{partition}.{aggregate_id}'}\n", `config: nats.partitions: expected a whole number, got "many"`},
+	{"partitions negative", pg + "nats: {partitions: -2, subject: 'outbox.{partition}.{aggregate_id}'}\n", "config: nats.partitions: must be between 1 and 65536; got -2"},
 }
 
 func TestBadConfigs(t *testing.T) {

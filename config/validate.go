@@ -8,6 +8,7 @@ import (
 	"regexp"
 	"strconv"
 	"strings"
+	"time"
 	"unicode"
 
 	"github.com/jackc/pgx/v5/pgconn"
@@ -24,7 +25,7 @@ func (v *validator) fail(key, format string, args ...any) {
 func (c Config) validate() []*Error {
 	var v validator
 	v.postgres(c.Postgres)
-	v.outbox(c.Outbox)
+	v.outbox(c)
 	v.nats(c.NATS)
 	v.errors(c.Errors)
 	v.http(c.HTTP)
@@ -56,41 +57,112 @@ func (v *validator) postgres(p Postgres) {
 	}
 }
 
-func (v *validator) outbox(o Outbox) {
-	parts := strings.Split(o.Table, ".")
+func (v *validator) outbox(c Config) {
+	o := c.Outbox
+	tables, short := o.Tables, o.Table != ""
+	if len(tables) == 0 && o.Messages.Prefix == "" { // a Config built in code
+		tables = []Table{{Table: o.Table, Columns: o.Columns, Headers: o.Headers}}
+		short = true
+	}
+	if len(tables) == 0 && o.Messages.Prefix == "" {
+		v.fail("outbox", "configures no source of events: set outbox.table, outbox.tables or outbox.messages.prefix")
+	}
+	templates := []string{c.NATS.Subject}
+	seen := make(map[string]int) // table -> index
+	for i, t := range tables {
+		key := func(k string) string {
+			if short {
+				return "outbox." + k
+			}
+			return fmt.Sprintf("outbox.tables[%d].%s", i, k)
+		}
+		v.table(key, t)
+		if first, dup := seen[t.Table]; dup {
+			v.fail(key("table"), "%q is already listed as outbox.tables[%d]; list each table once", t.Table, first)
+		}
+		seen[t.Table] = i
+		if t.Subject != "" && t.Subject != c.NATS.Subject {
+			templates = append(templates, t.Subject)
+			if _, err := parseSubjectTemplate(t.Subject); err != nil {
+				v.fail(key("subject"), "%s", err)
+			}
+		}
+	}
+
+	if m := o.Messages; m.Prefix != "" {
+		if strings.ContainsRune(m.Prefix, 0) {
+			v.fail("outbox.messages.prefix", "must not contain a NUL byte")
+		}
+		if m.Subject != "" && m.Subject != c.NATS.Subject {
+			templates = append(templates, m.Subject)
+			if _, err := parseSubjectTemplate(m.Subject); err != nil {
+				v.fail("outbox.messages.subject", "%s", err)
+			}
+		}
+	}
+
+	if after := o.Cleanup.After; after != 0 {
+		switch {
+		case len(tables) == 0:
+			v.fail("outbox.cleanup.after", "needs an outbox table; events written with pg_logical_emit_message leave no rows to delete")
+		case after < time.Second:
+			v.fail("outbox.cleanup.after", "must be 0 (off) or at least 1s; got %s", after)
+		}
+	}
+
+	partition := false
+	for _, t := range templates {
+		partition = partition || strings.Contains(t, "{partition}")
+	}
+	switch n := c.NATS.Partitions; {
+	case n < 0 || n > maxPartitions:
+		v.fail("nats.partitions", "must be between 1 and %d; got %d", maxPartitions, n)
+	case partition && n == 0:
+		v.fail("nats.partitions", "must be set (for example 16) when a subject template uses {partition}: it is the number of partitions")
+	case !partition && n != 0:
+		v.fail("nats.partitions", "is set but no subject template uses {partition}; add {partition} to nats.subject (e.g. \"outbox.{partition}.{aggregate_type}.{aggregate_id}\") or remove nats.partitions")
+	}
+}
+
+// maxPartitions bounds nats.partitions: each partition is a consumer's
+// filter subject, and more than this many is a mistake.
+const maxPartitions = 1 << 16
+
+func (v *validator) table(key func(string) string, t Table) {
+	parts := strings.Split(t.Table, ".")
 	ok := len(parts) <= 2
 	for _, p := range parts {
 		ok = ok && tableIdentRE.MatchString(p)
 	}
 	if !ok {
-		v.fail("outbox.table", "must be name or schema.name, each an unquoted identifier (letters, digits, '_' or '$', not starting with a digit, at most 63 bytes); got %q", o.Table)
+		v.fail(key("table"), "must be name or schema.name, each an unquoted identifier (letters, digits, '_' or '$', not starting with a digit, at most 63 bytes); got %q", t.Table)
 	}
 
-	cols := reflect.ValueOf(o.Columns)
+	cols := reflect.ValueOf(t.Columns)
 	for i := range cols.NumField() {
-		key := "outbox.columns." + yamlKey(cols.Type().Field(i))
+		k := key("columns." + yamlKey(cols.Type().Field(i)))
 		switch name := cols.Field(i).String(); {
 		case name == "":
-			v.fail(key, "must not be empty")
+			v.fail(k, "must not be empty")
 		case len(name) > 63 || strings.ContainsRune(name, 0):
-			v.fail(key, "is not a valid column name (at most 63 bytes, no NUL)")
+			v.fail(k, "is not a valid column name (at most 63 bytes, no NUL)")
 		}
 	}
 
 	seen := make(map[string]string) // lower-case header -> column
-	for _, h := range o.Headers {
-		key := "outbox.headers." + quoteKey(h.Column)
+	for _, h := range t.Headers {
+		k := key("headers." + quoteKey(h.Column))
 		if h.Column == "" {
-			v.fail("outbox.headers", "a column name must not be empty")
+			v.fail(key("headers"), "a column name must not be empty")
 			continue
 		}
 		if err := checkHeaderName(h.Header); err != "" {
-			v.fail(key, "%s", err)
+			v.fail(k, "%s", err)
 			continue
 		}
 		lower := strings.ToLower(h.Header)
 		if prev, dup := seen[lower]; dup {
-			v.fail(key, "header %q is already set from column %q", h.Header, prev)
+			v.fail(k, "header %q is already set from column %q", h.Header, prev)
 			continue
 		}
 		seen[lower] = h.Column
