@@ -92,6 +92,11 @@ func ensurePublication(ctx context.Context, conn *pgconn.PgConn, cfg Config) err
 			idents[i] = qualified(t)
 		}
 		sql := fmt.Sprintf("CREATE PUBLICATION %s FOR TABLE %s", ident(cfg.Publication), strings.Join(idents, ", "))
+		if len(idents) == 0 {
+			// Only logical decoding messages: they need a publication
+			// to stream, but not one with tables.
+			sql = "CREATE PUBLICATION " + ident(cfg.Publication)
+		}
 		if _, err := query(ctx, conn, sql); err != nil {
 			return fmt.Errorf("create publication %q for %s: %w (or create it yourself as a superuser: %s)", cfg.Publication, strings.Join(cfg.Tables, ", "), explain(err), sql)
 		}
