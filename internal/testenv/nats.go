@@ -31,6 +31,9 @@ type NATSOptions struct {
 	// Config is extra configuration file text, written to <dir>/nats.conf
 	// and passed with -c. Command-line settings above take precedence.
 	Config string
+	// ClientOptions are what the readiness probe connects with, for a
+	// server whose Config requires authentication or TLS.
+	ClientOptions []nats.Option
 	// Binary is the nats-server to run. Empty means NATSServerBinary().
 	Binary string
 	// StartTimeout bounds how long Start waits. Default 30s.
@@ -43,6 +46,7 @@ type NATS struct {
 	name, clusterName                     string
 	routes                                []string
 	startTimeout                          time.Duration
+	clientOpts                            []nats.Option
 
 	mu          sync.Mutex
 	port        int
@@ -69,6 +73,7 @@ func NewNATS(dir string, opts NATSOptions) (*NATS, error) {
 		clusterName:  opts.ClusterName,
 		routes:       opts.Routes,
 		startTimeout: opts.StartTimeout,
+		clientOpts:   opts.ClientOptions,
 		port:         opts.Port,
 		clusterPort:  opts.ClusterPort,
 	}
@@ -169,7 +174,7 @@ func (n *NATS) start() (addrInUse bool, err error) {
 		if proc.exited() {
 			return true, nil
 		}
-		return ready(n.url(), n.clusterName == "")
+		return ready(n.url(), n.clusterName == "", n.clientOpts...)
 	})
 	if proc.exited() {
 		log := n.logSince(logStart)
@@ -185,8 +190,8 @@ func (n *NATS) start() (addrInUse bool, err error) {
 }
 
 // ready connects to url once and, if withJS, asks JetStream for account info.
-func ready(url string, withJS bool) (bool, error) {
-	nc, err := nats.Connect(url, nats.Timeout(time.Second), nats.NoReconnect())
+func ready(url string, withJS bool, opts ...nats.Option) (bool, error) {
+	nc, err := nats.Connect(url, append([]nats.Option{nats.Timeout(time.Second), nats.NoReconnect()}, opts...)...)
 	if err != nil {
 		return false, err
 	}
@@ -209,7 +214,7 @@ func ready(url string, withJS bool) (bool, error) {
 // WaitJetStream polls until this server answers a JetStream request.
 func (n *NATS) WaitJetStream(timeout time.Duration) error {
 	url := n.URL()
-	return Poll(timeout, func() (bool, error) { return ready(url, true) })
+	return Poll(timeout, func() (bool, error) { return ready(url, true, n.clientOpts...) })
 }
 
 func (n *NATS) logSince(offset int64) string {
