@@ -64,6 +64,11 @@ type Result struct {
 	// Events is the number of KindEvent results of the transaction
 	// (Commit), so a caller can tell an outbox-free transaction at once.
 	Events uint32
+	// Standalone marks a KindEvent that belongs to no transaction: a
+	// non-transactional message. It is always Invalid. The caller treats
+	// it as a transaction of its own, committed at Event.CommitLSN and
+	// ending at EndLSN.
+	Standalone bool
 
 	// Event is the outbox row (KindEvent).
 	Event Event
@@ -94,6 +99,9 @@ type Message struct {
 // safe for concurrent use.
 type Decoder struct {
 	tables []Table
+	// msgPrefix, when set, turns logical decoding messages with this
+	// prefix into events (see AcceptMessages).
+	msgPrefix string
 	rels   map[uint32]*relation
 	tx     txState
 
@@ -345,9 +353,13 @@ func (d *Decoder) message(r *reader) (Result, error) {
 	if err := r.done("logical decoding"); err != nil {
 		return Result{}, err
 	}
-	m := Message{Transactional: flags&1 != 0, LSN: lsn, Prefix: string(prefix), Content: content}
-	if m.Transactional && !d.tx.open {
-		return Result{}, fmt.Errorf("transactional message %q at %s outside a transaction", m.Prefix, lsn)
+	transactional := flags&1 != 0
+	if transactional && !d.tx.open {
+		return Result{}, fmt.Errorf("transactional message %q at %s outside a transaction", prefix, lsn)
 	}
+	if d.msgPrefix != "" && string(prefix) == d.msgPrefix {
+		return d.messageEvent(transactional, lsn, content), nil
+	}
+	m := Message{Transactional: transactional, LSN: lsn, Prefix: string(prefix), Content: content}
 	return Result{Kind: KindMessage, Message: m}, nil
 }

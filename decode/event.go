@@ -27,7 +27,12 @@ type Event struct {
 	TxSeq      uint32        // 1-based index among the outbox events of the transaction
 	CommitTime time.Time
 	Xid        uint32
-	Table      string // "schema.table" the row came from
+	// Table is "schema.table" the row came from, or
+	// "pg_logical_emit_message(<prefix>)" for a message event.
+	Table string
+	// Source is the index of the row's table in NewDecoder's list; message
+	// events have the index after the last table.
+	Source int
 
 	// Invalid, when not empty, says why the event cannot be published as is
 	// (for example "aggregate_id is NULL"). The caller applies the

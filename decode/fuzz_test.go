@@ -54,6 +54,13 @@ func FuzzDecode(f *testing.F) {
 		truncateMsg(7, outboxRelid),
 		commitMsg(0x100, 0x140, time.Unix(0, 0)),
 	))
+	f.Add(frame(
+		beginMsg(0x200, time.Unix(0, 0), 2),
+		messageMsg(true, 0x1f0, "outbox", []byte(`{"id":"m1","aggregate_type":"a","aggregate_id":7,"type":"t","payload":{"x":[1]},"headers":{"H":"v"}}`)),
+		messageMsg(true, 0x1f8, "outbox", []byte(`{"id":"m2","aggregate_type":"a","aggregate_id":"\u00e9.*","type":"t","payload":"s"}`)),
+		commitMsg(0x200, 0x240, time.Unix(0, 0)),
+		messageMsg(false, 0x250, "outbox", []byte(`{"id":1}`)),
+	))
 
 	f.Fuzz(func(t *testing.T, data []byte) {
 		d := decode.NewDecoder(
@@ -61,6 +68,7 @@ func FuzzDecode(f *testing.F) {
 			decode.Table{Schema: "pg_catalog", Name: "box", Columns: decode.Columns{ID: "k", AggregateType: "k",
 				AggregateID: "k", Type: "k", Payload: "b"}},
 		)
+		d.AcceptMessages("outbox")
 		var seq uint32
 		for _, m := range split(data) {
 			orig := bytes.Clone(m)
@@ -78,6 +86,12 @@ func FuzzDecode(f *testing.F) {
 			case decode.KindBegin, decode.KindCommit:
 				seq = 0
 			case decode.KindEvent:
+				if res.Standalone {
+					if res.Event.Invalid == "" || res.Event.TxSeq != 1 || res.EndLSN <= res.CommitLSN {
+						t.Fatalf("standalone event %+v: want it invalid, alone, ending after it starts", res)
+					}
+					continue
+				}
 				seq++
 				if res.Event.TxSeq != seq {
 					t.Fatalf("TxSeq = %d, want %d", res.Event.TxSeq, seq)

@@ -75,6 +75,8 @@ type mapping struct {
 	// published; it is computed once here rather than for every event.
 	unsupported string
 	headers     []headerField
+	// source is the table's index in NewDecoder's list (Event.Source).
+	source int
 }
 
 // normalize applies the documented defaults.
@@ -190,6 +192,7 @@ func (d *Decoder) relation(r *reader) (Result, error) {
 			delete(d.rels, relid)
 			return Result{}, err
 		}
+		m.source = i
 		rel.outbox = m
 		break
 	}

@@ -19,6 +19,7 @@ func (d *Decoder) fill(ev *Event, rel *relation) {
 		CommitTime: d.tx.time,
 		Xid:        d.tx.xid,
 		Table:      rel.table,
+		Source:     m.source,
 	}
 
 	// All string fields share one allocation: they live and die with the
