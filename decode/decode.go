@@ -102,8 +102,8 @@ type Decoder struct {
 	// msgPrefix, when set, turns logical decoding messages with this
 	// prefix into events (see AcceptMessages).
 	msgPrefix string
-	rels   map[uint32]*relation
-	tx     txState
+	rels      map[uint32]*relation
+	tx        txState
 
 	// Scratch space reused across messages, so decoding an insert does
 	// not allocate for its columns.
