@@ -35,7 +35,7 @@ func TestExitCodes(t *testing.T) {
 		{"missing file", []string{"run", "-config", filepath.Join(dir, "nope.yaml")}, exitUsage, "nope.yaml"},
 		{"unknown key", []string{"run", "-config", typo}, exitUsage, `postgres.slto: unknown key (did you mean "slot"?)`},
 		{"bad value", []string{"check", "-config", badStream}, exitUsage, "nats.stream"},
-		{"unsupported placeholder", []string{"run", "-config", partition}, exitUsage, "{partition} is not supported yet"},
+		{"partition without partitions", []string{"run", "-config", partition}, exitUsage, "nats.partitions: must be set"},
 		{"version", []string{"version"}, exitOK, ""},
 	} {
 		t.Run(tc.name, func(t *testing.T) {

@@ -23,9 +23,6 @@ const drainTimeout = 30 * time.Second
 // checkpoint between the sink's acks and the slot. On ctx end it stops
 // reading, drains in-flight publishes, confirms, and returns.
 func relay(ctx context.Context, cfg config.Config, log *slog.Logger) error {
-	if _, err := sink.ParseSubject(cfg.NATS.Subject); err != nil {
-		return usageError{fmt.Errorf("config: nats.subject: %w", err)}
-	}
 	tracker := checkpoint.New(0)
 	nc, err := connectNATS(cfg.NATS, log)
 	if err != nil {
@@ -38,9 +35,12 @@ func relay(ctx context.Context, cfg config.Config, log *slog.Logger) error {
 		deadLetter = cfg.Errors.DeadLetterSubject
 	}
 	m := newMetrics()
+	tables, subjects, names := sources(cfg.Outbox)
 	sk, err := sink.New(nc, sink.Config{
 		Stream:            cfg.NATS.Stream,
 		Subject:           cfg.NATS.Subject,
+		Subjects:          subjects,
+		Partitions:        cfg.NATS.Partitions,
 		DeadLetterSubject: deadLetter,
 		ExtraSubjects:     []string{cfg.Errors.DeadLetterSubject},
 		Logger:            log,
@@ -49,15 +49,15 @@ func relay(ctx context.Context, cfg config.Config, log *slog.Logger) error {
 	if err != nil {
 		return err
 	}
-	table := decodeTable(cfg.Outbox)
 	cp := capture.New(capture.Config{
 		URL:         cfg.Postgres.URL,
 		Slot:        cfg.Postgres.Slot,
 		Publication: cfg.Postgres.Publication,
-		Tables:      []string{table.Schema + "." + table.Name},
+		Tables:      names,
+		Messages:    cfg.Outbox.Messages.Prefix != "",
 		Logger:      log,
 	}, tracker)
-	p := &pipeline{tables: []decode.Table{table}, tracker: tracker, sink: sk, log: log, deadLetter: deadLetter != ""}
+	p := &pipeline{tables: tables, messages: cfg.Outbox.Messages.Prefix, tracker: tracker, sink: sk, log: log, deadLetter: deadLetter != ""}
 	m.register(cp, sk, tracker, p, nc, cfg.Postgres)
 
 	// The sink and the capture outlive ctx: after the pipeline stops they
@@ -108,6 +108,7 @@ func relay(ctx context.Context, cfg config.Config, log *slog.Logger) error {
 // sink, announcing transactions and events to the checkpoint in WAL order.
 type pipeline struct {
 	tables     []decode.Table
+	messages   string // prefix of outbox messages; "" for none
 	tracker    *checkpoint.Tracker
 	sink       *sink.Sink
 	log        *slog.Logger
@@ -127,6 +128,7 @@ func (p *pipeline) halted() string {
 // never passes the event and nothing after it is published (I3).
 func (p *pipeline) run(ctx context.Context, msgs <-chan capture.Message) error {
 	dec := decode.NewDecoder(p.tables...)
+	dec.AcceptMessages(p.messages)
 	skip := false // in a transaction that was already fully handed over
 	warned := map[string]bool{}
 	for {
@@ -163,7 +165,16 @@ func (p *pipeline) run(ctx context.Context, msgs <-chan capture.Message) error {
 					return p.stop(ctx, err)
 				}
 			case decode.KindEvent:
-				if skip {
+				if res.Standalone {
+					// A non-transactional message: a transaction of its own.
+					ok, err := p.tracker.Begin(res.CommitLSN)
+					if err != nil {
+						return p.stop(ctx, err)
+					}
+					if !ok {
+						continue
+					}
+				} else if skip {
 					continue
 				}
 				ev := res.Event
@@ -176,6 +187,11 @@ func (p *pipeline) run(ctx context.Context, msgs <-chan capture.Message) error {
 						return nil
 					}
 					return p.stop(ctx, err)
+				}
+				if res.Standalone {
+					if err := p.tracker.Commit(res.CommitLSN, res.EndLSN); err != nil {
+						return p.stop(ctx, err)
+					}
 				}
 			case decode.KindChange:
 				if key := res.Table + " " + res.Change; !warned[key] && res.Change == "update" {
@@ -207,23 +223,30 @@ func (p *pipeline) stop(ctx context.Context, err error) error {
 	return nil
 }
 
-func decodeTable(o config.Outbox) decode.Table {
-	schema, name := o.TableName()
-	t := decode.Table{
-		Schema: schema,
-		Name:   name,
-		Columns: decode.Columns{
-			ID:            o.Columns.ID,
-			AggregateType: o.Columns.AggregateType,
-			AggregateID:   o.Columns.AggregateID,
-			Type:          o.Columns.Type,
-			Payload:       o.Columns.Payload,
-		},
+// sources returns the decoder's tables, the sink's subject template per
+// event source (tables, then messages), and the tables' names.
+func sources(o config.Outbox) (tables []decode.Table, subjects, names []string) {
+	for _, ct := range o.Tables {
+		schema, name := ct.TableName()
+		t := decode.Table{
+			Schema: schema,
+			Name:   name,
+			Columns: decode.Columns{
+				ID:            ct.Columns.ID,
+				AggregateType: ct.Columns.AggregateType,
+				AggregateID:   ct.Columns.AggregateID,
+				Type:          ct.Columns.Type,
+				Payload:       ct.Columns.Payload,
+			},
+		}
+		for _, h := range ct.Headers {
+			t.Headers = append(t.Headers, decode.HeaderColumn{Column: h.Column, Header: h.Header})
+		}
+		tables = append(tables, t)
+		subjects = append(subjects, ct.Subject)
+		names = append(names, schema+"."+name)
 	}
-	for _, h := range o.Headers {
-		t.Headers = append(t.Headers, decode.HeaderColumn{Column: h.Column, Header: h.Header})
-	}
-	return t
+	return tables, append(subjects, o.Messages.Subject), names
 }
 
 // readiness reports whether the relay holds the slot and is streaming.

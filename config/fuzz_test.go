@@ -41,19 +41,33 @@ func FuzzParseConfig(f *testing.F) {
 		if err := c.Validate(); err != nil {
 			t.Fatalf("ParseConfig accepted a config that Validate rejects: %v", err)
 		}
-		// What config accepts, the sink must compile (bar the not yet
-		// implemented {partition}), with a literal prefix for the stream.
-		if !strings.Contains(c.NATS.Subject, "{partition}") {
-			if subj, err := sink.ParseSubject(c.NATS.Subject); err != nil || subj.Prefix == "" {
-				t.Fatalf("config accepted subject %q, the sink compiles it to %v, %v", c.NATS.Subject, subj, err)
+		// What config accepts, the sink must compile, with a literal prefix
+		// for the stream.
+		for _, tmpl := range subjects(c) {
+			if subj, err := sink.ParseSubject(tmpl); err != nil || subj.Prefix == "" {
+				t.Fatalf("config accepted subject %q, the sink compiles it to %v, %v", tmpl, subj, err)
 			}
 		}
 		if len(c.NATS.URLs()) == 0 {
 			t.Fatalf("accepted nats.url %q has no URLs", c.NATS.URL)
 		}
-		if s, n := c.Outbox.TableName(); s == "" || n == "" {
-			t.Fatalf("accepted table %q splits into %q, %q", c.Outbox.Table, s, n)
+		for _, tb := range c.Outbox.Tables {
+			if s, n := tb.TableName(); s == "" || n == "" {
+				t.Fatalf("accepted table %q splits into %q, %q", tb.Table, s, n)
+			}
 		}
 		_ = c.Redacted()
 	})
+}
+
+// subjects returns every subject template c uses.
+func subjects(c config.Config) []string {
+	all := []string{c.NATS.Subject}
+	for _, t := range c.Outbox.Tables {
+		all = append(all, t.Subject)
+	}
+	if c.Outbox.Messages.Prefix != "" {
+		all = append(all, c.Outbox.Messages.Subject)
+	}
+	return all
 }

@@ -20,7 +20,7 @@ func (s *Sink) send(e *inflight, epoch uint64) error {
 	if ev.Invalid != "" {
 		m.Subject = s.cfg.DeadLetterSubject
 	} else {
-		s.subjBuf = s.subject.Render(s.subjBuf[:0], ev)
+		s.subjBuf = s.subjectOf(ev).Render(s.subjBuf[:0], ev)
 		m.Subject = string(s.subjBuf)
 	}
 	m.Reply = s.replySubject(epoch, e.seq)
@@ -172,7 +172,7 @@ func (s *Sink) resume(ctx context.Context) error {
 	if st == nil {
 		ectx, cancel := context.WithTimeout(ctx, 10*time.Second)
 		var err error
-		st, err = EnsureStream(ectx, s.js, s.cfg.Stream, s.subject.Prefix, s.cfg.ExtraSubjects...)
+		st, err = EnsureStream(ectx, s.js, s.cfg.Stream, s.subject.Prefix, s.streamSubjects()...)
 		cancel()
 		if err != nil {
 			var cfgErr *StreamConfigError

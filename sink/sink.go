@@ -11,6 +11,7 @@ import (
 	"fmt"
 	"log/slog"
 	"math/rand/v2"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -33,6 +34,11 @@ type Acker interface {
 type Config struct {
 	Stream  string // stream name; required
 	Subject string // subject template; required
+	// Subjects are per-source templates, indexed by Event.Source; a source
+	// without one (or with "") uses Subject.
+	Subjects []string
+	// Partitions is N for the {partition} placeholder.
+	Partitions int
 	// DeadLetterSubject, when set, is where events that cannot be published
 	// as they are go (errors.invalid_event: dead_letter); when empty, such an
 	// event halts the sink.
@@ -61,8 +67,9 @@ type Sink struct {
 	cfg     Config
 	nc      *nats.Conn
 	js      jetstream.JetStream
-	subject *Subject
-	acker   Acker
+	subject  *Subject   // the default template
+	subjects []*Subject // by Event.Source
+	acker    Acker
 	log     *slog.Logger
 	inbox   string
 
@@ -101,6 +108,38 @@ type inflight struct {
 	size int
 }
 
+func parseSubject(tmpl string, partitions int) (*Subject, error) {
+	s, err := ParseSubject(tmpl)
+	if err != nil {
+		return nil, err
+	}
+	if s.UsesPartition() && partitions < 1 {
+		return nil, fmt.Errorf("subject template %q uses {partition}: set the number of partitions (nats.partitions)", tmpl)
+	}
+	s.Partitions = partitions
+	return s, nil
+}
+
+// subjectOf returns the template for ev.
+func (s *Sink) subjectOf(ev *decode.Event) *Subject {
+	if ev.Source >= 0 && ev.Source < len(s.subjects) {
+		return s.subjects[ev.Source]
+	}
+	return s.subject
+}
+
+// streamSubjects returns the subjects the stream must capture besides
+// "<default prefix>.>": every other template's prefix, and the extras.
+func (s *Sink) streamSubjects() []string {
+	var extra []string
+	for _, subj := range s.subjects {
+		if w := subj.Prefix + ".>"; subj.Prefix != s.subject.Prefix && !slices.Contains(extra, w) {
+			extra = append(extra, w)
+		}
+	}
+	return append(extra, s.cfg.ExtraSubjects...)
+}
+
 // New returns a sink that publishes on nc. Nothing is sent before Run.
 func New(nc *nats.Conn, cfg Config, acker Acker) (*Sink, error) {
 	if cfg.Window <= 0 {
@@ -118,16 +157,25 @@ func New(nc *nats.Conn, cfg Config, acker Acker) (*Sink, error) {
 	if cfg.Logger == nil {
 		cfg.Logger = slog.Default()
 	}
-	subj, err := ParseSubject(cfg.Subject)
+	subj, err := parseSubject(cfg.Subject, cfg.Partitions)
 	if err != nil {
 		return nil, err
+	}
+	subjects := make([]*Subject, len(cfg.Subjects))
+	for i, tmpl := range cfg.Subjects {
+		subjects[i] = subj
+		if tmpl != "" && tmpl != cfg.Subject {
+			if subjects[i], err = parseSubject(tmpl, cfg.Partitions); err != nil {
+				return nil, err
+			}
+		}
 	}
 	js, err := jetstream.New(nc)
 	if err != nil {
 		return nil, fmt.Errorf("jetstream: %w", err)
 	}
 	s := &Sink{
-		cfg: cfg, nc: nc, js: js, subject: subj, acker: acker,
+		cfg: cfg, nc: nc, js: js, subject: subj, subjects: subjects, acker: acker,
 		log:    cfg.Logger.With("stream", cfg.Stream),
 		inbox:  nc.NewInbox() + ".",
 		kick:   make(chan struct{}, 1),

@@ -2,6 +2,7 @@ package sink
 
 import (
 	"fmt"
+	"strconv"
 	"strings"
 
 	"github.com/outboxrelay/outboxrelay/decode"
@@ -15,6 +16,9 @@ type Subject struct {
 	// Prefix is the template's literal tokens before the first placeholder,
 	// e.g. "outbox"; the stream captures Prefix + ".>".
 	Prefix string
+	// Partitions is N for {partition}; set it before Render when
+	// UsesPartition.
+	Partitions int
 }
 
 type part struct {
@@ -29,16 +33,18 @@ const (
 	fieldAggregateType
 	fieldAggregateID
 	fieldType
+	fieldPartition
 )
 
 var placeholders = map[string]field{
 	"{aggregate_type}": fieldAggregateType,
 	"{aggregate_id}":   fieldAggregateID,
 	"{type}":           fieldType,
+	"{partition}":      fieldPartition,
 }
 
 // ParseSubject compiles a subject template. Placeholders are {aggregate_type},
-// {aggregate_id} and {type}; the first token must be literal.
+// {aggregate_id}, {type} and {partition}; the first token must be literal.
 func ParseSubject(tmpl string) (*Subject, error) {
 	s := &Subject{}
 	var prefix []string
@@ -63,9 +69,6 @@ func ParseSubject(tmpl string) (*Subject, error) {
 			}
 			name := rest[open : open+end+1]
 			f, ok := placeholders[name]
-			if name == "{partition}" {
-				return nil, fmt.Errorf("subject template %q: {partition} is not supported yet; use {aggregate_type}, {aggregate_id} or {type}", tmpl)
-			}
 			if !ok {
 				return nil, fmt.Errorf("subject template %q: unknown placeholder %s", tmpl, name)
 			}
@@ -105,9 +108,36 @@ func (s *Subject) Render(buf []byte, ev *decode.Event) []byte {
 			buf = AppendEscaped(buf, ev.AggregateID)
 		case fieldType:
 			buf = AppendEscaped(buf, ev.Type)
+		case fieldPartition:
+			buf = strconv.AppendUint(buf, uint64(Partition(ev.AggregateID, s.Partitions)), 10)
 		}
 	}
 	return buf
+}
+
+// UsesPartition reports whether the template has {partition}.
+func (s *Subject) UsesPartition() bool {
+	for _, p := range s.parts {
+		if p.field == fieldPartition {
+			return true
+		}
+	}
+	return false
+}
+
+// Partition is the {partition} of an aggregate: the 32-bit FNV-1a hash of
+// the aggregate id's bytes, modulo n. It is stable across versions and
+// languages, so a consumer can compute it too.
+func Partition(aggregateID string, n int) uint32 {
+	if n <= 1 {
+		return 0
+	}
+	h := uint32(2166136261)
+	for i := 0; i < len(aggregateID); i++ {
+		h ^= uint32(aggregateID[i])
+		h *= 16777619
+	}
+	return h % uint32(n)
 }
 
 const hexDigits = "0123456789ABCDEF"

@@ -1,6 +1,7 @@
 package sink_test
 
 import (
+	"fmt"
 	"strings"
 	"testing"
 
@@ -202,7 +203,6 @@ func TestParseSubjectErrors(t *testing.T) {
 		{"unknown placeholder", "outbox.{aggregate}.{aggregate_id}", "unknown placeholder {aggregate}"},
 		{"misspelt placeholder", "outbox.{aggregateid}", "unknown placeholder {aggregateid}"},
 		{"empty placeholder", "outbox.{}", "unknown placeholder {}"},
-		{"partition", "outbox.{aggregate_type}.{partition}", "{partition} is not supported yet"},
 		{"unclosed brace", "outbox.{aggregate_id", "unclosed '{'"},
 		{"first token a placeholder", "{aggregate_type}.{aggregate_id}", "the first token must be literal"},
 		{"first token mixes literal and placeholder", "pre-{aggregate_type}.{aggregate_id}", "the first token must be literal"},
@@ -226,6 +226,49 @@ func TestParseSubjectErrors(t *testing.T) {
 				t.Errorf("ParseSubject(%q) error = %q, want it to contain %q", tt.tmpl, err, tt.want)
 			}
 		})
+	}
+}
+
+func TestPartition(t *testing.T) {
+	// FNV-1a 32 reference values, so other languages can match them.
+	for _, tc := range []struct {
+		id   string
+		n    int
+		want uint32
+	}{
+		{"", 16, 2166136261 % 16},
+		{"a", 1000, 3826002220 % 1000},
+		{"order-42", 1, 0},
+	} {
+		if got := sink.Partition(tc.id, tc.n); got != tc.want {
+			t.Errorf("Partition(%q, %d) = %d, want %d", tc.id, tc.n, got, tc.want)
+		}
+	}
+	// Spread: 16 partitions over 10k ids, none empty or more than twice
+	// its share.
+	counts := make([]int, 16)
+	for i := range 10000 {
+		counts[sink.Partition(fmt.Sprintf("agg-%d", i), 16)]++
+	}
+	for p, c := range counts {
+		if c < 10000/16/2 || c > 10000/16*2 {
+			t.Errorf("partition %d got %d of 10000 ids", p, c)
+		}
+	}
+
+	s, err := sink.ParseSubject("outbox.{partition}.{aggregate_type}.{aggregate_id}")
+	if err != nil || !s.UsesPartition() {
+		t.Fatalf("ParseSubject: %v, UsesPartition %v", err, s != nil && s.UsesPartition())
+	}
+	s.Partitions = 8
+	ev := &decode.Event{AggregateType: "order", AggregateID: "a.b"}
+	want := fmt.Sprintf("outbox.%d.order.a%%2Eb", sink.Partition("a.b", 8))
+	if got := string(s.Render(nil, ev)); got != want {
+		t.Errorf("Render = %q, want %q", got, want)
+	}
+	if _, err := sink.New(nil, sink.Config{Stream: "S", Subject: "outbox.{partition}.{aggregate_id}"}, newAcker()); err == nil ||
+		!strings.Contains(err.Error(), "nats.partitions") {
+		t.Errorf("New with {partition} and no partitions: err = %v, want it to name nats.partitions", err)
 	}
 }
 
