@@ -64,14 +64,14 @@ type Stats struct {
 // Sink is the JetStream side of the relay. Publish enqueues; Run sends,
 // receives PubAcks and resumes the chain. Call Run exactly once.
 type Sink struct {
-	cfg     Config
-	nc      *nats.Conn
-	js      jetstream.JetStream
+	cfg      Config
+	nc       *nats.Conn
+	js       jetstream.JetStream
 	subject  *Subject   // the default template
 	subjects []*Subject // by Event.Source
 	acker    Acker
-	log     *slog.Logger
-	inbox   string
+	log      *slog.Logger
+	inbox    string
 
 	kick chan struct{} // wakes Run; capacity 1
 
