@@ -33,11 +33,37 @@ type workload struct {
 	Hot        float64       // share of events on each writer's hot aggregate
 	Pace       time.Duration // pause between a writer's transactions
 	Tolerant   bool          // survive Postgres restarts (resolving in-doubt commits)
+	Via        via           // how events are written; default the outbox table
 }
+
+// via is a way of writing outbox events.
+type via int
+
+const (
+	viaTable     via = iota // rows of public.outbox
+	viaMessages             // pg_logical_emit_message(true, 'outbox', json)
+	viaTwoTables            // rows of public.outbox and public.outbox2, mixed within transactions
+)
+
+// twoTablesConfig is the relay config for viaTwoTables: outbox2's events go
+// to their own subject prefix.
+const twoTablesConfig = `outbox:
+  tables:
+    - table: public.outbox
+    - table: public.outbox2
+      subject: "billing.{aggregate_type}.{aggregate_id}"
+`
+
+// messagesConfig is the relay config for viaMessages: no table.
+const messagesConfig = `outbox:
+  messages:
+    prefix: outbox
+`
 
 type sent struct {
 	ID, AggType, AggID, Type, Payload string
 	N                                 int
+	Prefix                            string // of the subject; "" means "outbox"
 }
 
 type written struct {
@@ -169,9 +195,12 @@ func (wl workload) writer(ctx context.Context, pg *testenv.Postgres, wr, share i
 				ev.Type = "updated"
 			}
 			ev.Payload = fmt.Sprintf(`{"agg": %q, "n": %d, "writer": %d, "pad": %q}`, id, n, wr, pad)
+			if wl.Via == viaTwoTables && r.IntN(2) == 1 {
+				ev.Prefix = "billing"
+			}
 			evs = append(evs, ev)
 		}
-		committed, err := insertTx(ctx, conn, evs, rollback)
+		committed, err := insertTx(ctx, conn, evs, rollback, wl.Via)
 		if err != nil {
 			if !wl.Tolerant || ctx.Err() != nil {
 				return err
@@ -217,7 +246,7 @@ func (wl workload) writer(ctx context.Context, pg *testenv.Postgres, wr, share i
 // payload text as Postgres stores it, and commits (or rolls back). It
 // reports whether the transaction committed; with an error, evs whose ID is
 // set were inserted and the caller must find out whether COMMIT happened.
-func insertTx(ctx context.Context, conn *pgx.Conn, evs []sent, rollback bool) (bool, error) {
+func insertTx(ctx context.Context, conn *pgx.Conn, evs []sent, rollback bool, how via) (bool, error) {
 	tx, err := conn.Begin(ctx)
 	if err != nil {
 		return false, err
@@ -225,8 +254,22 @@ func insertTx(ctx context.Context, conn *pgx.Conn, evs []sent, rollback bool) (b
 	for i := range evs {
 		ev := &evs[i]
 		var id, payload string
-		err := tx.QueryRow(ctx, "INSERT INTO outbox (aggregatetype, aggregateid, type, payload) VALUES ($1, $2, $3, $4) RETURNING id::text, payload::text",
-			ev.AggType, ev.AggID, ev.Type, ev.Payload).Scan(&id, &payload)
+		var err error
+		switch {
+		case how == viaMessages:
+			// The service builds the JSON; the payload is published as its
+			// JSON text, exactly as written.
+			err = tx.QueryRow(ctx, `SELECT m.id, m.payload FROM (SELECT gen_random_uuid()::text AS id, $4::text AS payload) m,
+				LATERAL pg_logical_emit_message(true, 'outbox', json_build_object('id', m.id, 'aggregate_type', $1::text,
+					'aggregate_id', $2::text, 'type', $3::text, 'payload', m.payload::json)::text)`,
+				ev.AggType, ev.AggID, ev.Type, ev.Payload).Scan(&id, &payload)
+		case ev.Prefix == "billing":
+			err = tx.QueryRow(ctx, "INSERT INTO outbox2 (aggregatetype, aggregateid, type, payload) VALUES ($1, $2, $3, $4) RETURNING id::text, payload::text",
+				ev.AggType, ev.AggID, ev.Type, ev.Payload).Scan(&id, &payload)
+		default:
+			err = tx.QueryRow(ctx, "INSERT INTO outbox (aggregatetype, aggregateid, type, payload) VALUES ($1, $2, $3, $4) RETURNING id::text, payload::text",
+				ev.AggType, ev.AggID, ev.Type, ev.Payload).Scan(&id, &payload)
+		}
 		if err != nil {
 			tx.Rollback(ctx)
 			return false, err
@@ -355,7 +398,11 @@ func verify(t *testing.T, msgs []received, w *written) {
 			continue
 		}
 		seen[id] = true
-		if want := "outbox." + sink.Escape(ev.AggType) + "." + sink.Escape(ev.AggID); m.Subject != want {
+		prefix := ev.Prefix
+		if prefix == "" {
+			prefix = "outbox"
+		}
+		if want := prefix + "." + sink.Escape(ev.AggType) + "." + sink.Escape(ev.AggID); m.Subject != want {
 			t.Fatalf("message %d: subject %q, want %q", m.Seq, m.Subject, want)
 		}
 		for k, want := range map[string]string{
