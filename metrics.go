@@ -2,13 +2,16 @@ package main
 
 import (
 	"context"
+	"errors"
 	"log/slog"
+	"strconv"
 	"sync/atomic"
 	"time"
 
 	"github.com/nats-io/nats.go"
 	"github.com/outboxrelay/outboxrelay/capture"
 	"github.com/outboxrelay/outboxrelay/checkpoint"
+	"github.com/outboxrelay/outboxrelay/cleanup"
 	"github.com/outboxrelay/outboxrelay/config"
 	"github.com/outboxrelay/outboxrelay/sink"
 	"github.com/prometheus/client_golang/prometheus"
@@ -72,6 +75,45 @@ func (m *metrics) register(cp *capture.Capture, sk *sink.Sink, tr *checkpoint.Tr
 		func() float64 { ok, _ := readiness(cp, sk, p)(); return b2f(ok) })
 	gauge("outboxrelay_halted", "1 when the relay stopped at an event it cannot publish (see the log).",
 		func() float64 { return b2f(p.halted() != "" || sk.Err() != nil) })
+	m.reg.MustRegister(haltCollector{func() *sink.InvalidEventError {
+		if inv := p.haltEvent.Load(); inv != nil {
+			return inv
+		}
+		var inv *sink.InvalidEventError
+		if errors.As(sk.Err(), &inv) {
+			return inv
+		}
+		return nil
+	}})
+}
+
+// registerCleanup adds the cleanup counter.
+func (m *metrics) registerCleanup(cl *cleanup.Cleaner) {
+	m.reg.MustRegister(prometheus.NewCounterFunc(prometheus.CounterOpts{
+		Name: "outboxrelay_cleanup_deleted_rows_total", Help: "Outbox rows deleted by outbox.cleanup after their events were confirmed.",
+	}, func() float64 { return float64(cl.Deleted()) }))
+}
+
+var haltDesc = prometheus.NewDesc("outboxrelay_halted_event_info",
+	"The event the relay halted at (present only while halted): its id, table, commit LSN, position in its transaction, and why.",
+	[]string{"event_id", "table", "commit_lsn", "tx_seq", "reason"}, nil)
+
+// haltCollector exports the halted-at event as labels, so an alert can
+// name it.
+type haltCollector struct {
+	event func() *sink.InvalidEventError
+}
+
+func (c haltCollector) Describe(ch chan<- *prometheus.Desc) { ch <- haltDesc }
+
+func (c haltCollector) Collect(ch chan<- prometheus.Metric) {
+	inv := c.event()
+	if inv == nil {
+		return
+	}
+	ev := inv.Event
+	ch <- prometheus.MustNewConstMetric(haltDesc, prometheus.GaugeValue, 1,
+		ev.ID, ev.Table, ev.CommitLSN.String(), strconv.FormatUint(uint64(ev.TxSeq), 10), inv.Reason)
 }
 
 // pollLag refreshes the slot lag every 10 seconds until ctx ends.

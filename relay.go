@@ -8,8 +8,10 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/jackc/pglogrepl"
 	"github.com/outboxrelay/outboxrelay/capture"
 	"github.com/outboxrelay/outboxrelay/checkpoint"
+	"github.com/outboxrelay/outboxrelay/cleanup"
 	"github.com/outboxrelay/outboxrelay/config"
 	"github.com/outboxrelay/outboxrelay/decode"
 	"github.com/outboxrelay/outboxrelay/sink"
@@ -68,6 +70,12 @@ func relay(ctx context.Context, cfg config.Config, log *slog.Logger) error {
 	g.Go(func() error { return sk.Run(gctx) })
 	g.Go(func() error { return cp.Run(gctx) })
 	g.Go(func() error { m.pollLag(gctx, cfg.Postgres.URL, cfg.Postgres.Slot, log); return nil })
+	if after := cfg.Outbox.Cleanup.After; after > 0 {
+		cl := cleanup.New(cleanup.Config{URL: cfg.Postgres.URL, Tables: names, After: after, Logger: log},
+			func() pglogrepl.LSN { return cp.Stats().Confirmed })
+		m.registerCleanup(cl)
+		g.Go(func() error { cl.Run(gctx); return nil })
+	}
 	if cfg.HTTP.Listen != "" {
 		srv, err := serveHTTP(cfg.HTTP.Listen, m, readiness(cp, sk, p), log)
 		if err != nil {
@@ -114,6 +122,7 @@ type pipeline struct {
 	log        *slog.Logger
 	deadLetter bool
 	halt       atomic.Pointer[string]
+	haltEvent  atomic.Pointer[sink.InvalidEventError] // the event halted at, if any
 }
 
 func (p *pipeline) halted() string {
@@ -216,6 +225,7 @@ func (p *pipeline) stop(ctx context.Context, err error) error {
 	attrs := []any{"err", err}
 	var inv *sink.InvalidEventError
 	if errors.As(err, &inv) {
+		p.haltEvent.Store(inv)
 		attrs = append(attrs, "event_id", inv.Event.ID, "lsn", inv.Event.CommitLSN.String(), "tx_seq", inv.Event.TxSeq, "table", inv.Event.Table)
 	}
 	p.log.Error("halted: publishing stopped at this event; the slot will not pass it", attrs...)
