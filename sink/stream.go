@@ -48,21 +48,10 @@ func (p Position) String() string { return fmt.Sprintf("%s#%d", p.CommitLSN, p.T
 // and subjects "<prefix>.>" (plus extra subjects not covered by that) when it
 // does not exist. An existing stream is validated, never modified.
 func EnsureStream(ctx context.Context, js jetstream.JetStream, name, prefix string, extra ...string) (jetstream.Stream, error) {
-	want := []string{prefix + ".>"}
-	for _, s := range extra {
-		if s != "" && !Covers(want, s) {
-			want = append(want, s)
-		}
-	}
+	want := wantSubjects(prefix, extra...)
 	st, err := js.Stream(ctx, name)
 	if errors.Is(err, jetstream.ErrStreamNotFound) {
-		st, err = js.CreateStream(ctx, jetstream.StreamConfig{
-			Name:        name,
-			Description: "Outbox events published by outboxrelay",
-			Subjects:    want,
-			Storage:     jetstream.FileStorage,
-			Retention:   jetstream.LimitsPolicy,
-		})
+		st, err = js.CreateStream(ctx, newStreamConfig(name, want))
 		var apiErr *jetstream.APIError
 		if errors.As(err, &apiErr) && apiErr.Code == 400 {
 			// For example subjects that overlap another stream's.
@@ -74,15 +63,62 @@ func EnsureStream(ctx context.Context, js jetstream.JetStream, name, prefix stri
 		return st, nil
 	}
 	if err != nil {
-		return nil, fmt.Errorf("look up stream %q: %w", name, err)
+		return nil, fmt.Errorf("look up stream %q: %w", name, explainJetStream(err))
 	}
 	have := st.CachedInfo().Config.Subjects
 	for _, s := range want {
 		if !Covers(have, s) {
-			return nil, &StreamConfigError{fmt.Errorf("stream %q has subjects %v, which do not cover %q: add %q to the stream's subjects, or point nats.stream at another stream", name, have, s, s)}
+			return nil, &StreamConfigError{errors.New(notCoveredProblem(name, have, s))}
 		}
 	}
 	return st, nil
+}
+
+// wantSubjects returns the subjects the relay's stream must capture:
+// "<prefix>.>" and each extra subject that does not cover already.
+func wantSubjects(prefix string, extra ...string) []string {
+	want := []string{prefix + ".>"}
+	for _, s := range extra {
+		if s != "" && !Covers(want, s) {
+			want = append(want, s)
+		}
+	}
+	return want
+}
+
+// newStreamConfig is the stream the relay creates when it is missing.
+func newStreamConfig(name string, subjects []string) jetstream.StreamConfig {
+	return jetstream.StreamConfig{
+		Name:        name,
+		Description: "Outbox events published by outboxrelay",
+		Subjects:    subjects,
+		Storage:     jetstream.FileStorage,
+		Retention:   jetstream.LimitsPolicy,
+	}
+}
+
+// The texts of the stream problems below are shared by run and check (see
+// Preflight), so a user meets the same words either way.
+
+func notCoveredProblem(name string, have []string, s string) string {
+	return fmt.Sprintf("stream %q has subjects %v, which do not cover %q: add %q to the stream's subjects, or point nats.stream at another stream", name, have, s, s)
+}
+
+const (
+	fixJetStreamServer  = "JetStream is not enabled on the NATS server: start nats-server with -js, or add a jetstream {} block to its configuration"
+	fixJetStreamAccount = "JetStream is not enabled for this NATS account: enable it in the account's configuration (jetstream: enabled, or JetStream limits on the account's JWT)"
+)
+
+// explainJetStream adds the fix to the errors of an account without
+// JetStream.
+func explainJetStream(err error) error {
+	switch {
+	case errors.Is(err, jetstream.ErrJetStreamNotEnabledForAccount):
+		return fmt.Errorf("%w: %s", err, fixJetStreamAccount)
+	case errors.Is(err, jetstream.ErrJetStreamNotEnabled):
+		return fmt.Errorf("%w: %s", err, fixJetStreamServer)
+	}
+	return err
 }
 
 // Covers reports whether the subject filters in filters together match every
