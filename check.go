@@ -2,15 +2,160 @@ package main
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"io"
+	"strings"
+	"time"
 
+	"github.com/nats-io/nats.go"
+	"github.com/outboxrelay/outboxrelay/capture"
 	"github.com/outboxrelay/outboxrelay/config"
+	"github.com/outboxrelay/outboxrelay/sink"
 )
 
-// check is the preflight: it prints each problem with its fix and returns
-// an error when the relay is not ready to run.
+// checkTimeout bounds each half (Postgres, NATS) of the preflight.
+const checkTimeout = 30 * time.Second
+
+// finding is one line of check's report.
+type finding struct {
+	status string // "ok", "warn" or "FAIL"
+	item   string
+	text   string
+}
+
+// check is the preflight: it checks everything run needs from Postgres and
+// NATS, without changing anything, and prints one line per item:
+//
+//	ok    postgres wal_level: logical
+//	FAIL  postgres role: role "relay" may not start logical replication: run ALTER ROLE ...
+//
+// A FAIL line says what was found and the fix, with the same words run
+// uses for the same problem. It returns an error (exit 1) when an item
+// failed; warnings do not fail.
 func check(ctx context.Context, cfg config.Config, out io.Writer) error {
-	fmt.Fprintln(out, "config: ok")
+	red := cfg.Redacted()
+	found := []finding{{"ok", "config", fmt.Sprintf("valid; postgres %s, nats %s", red.Postgres.URL, red.NATS.URL)}}
+	found = append(found, checkPostgres(ctx, cfg)...)
+	found = append(found, checkNATS(ctx, cfg)...)
+
+	fails, warns := 0, 0
+	for _, f := range found {
+		// One line per item, whatever a server's error holds.
+		text := strings.Join(strings.Fields(f.text), " ")
+		fmt.Fprintf(out, "%-4s  %s: %s\n", f.status, f.item, text)
+		switch f.status {
+		case "FAIL":
+			fails++
+		case "warn":
+			warns++
+		}
+	}
+	if fails > 0 {
+		fmt.Fprintf(out, "not ready: %s failed, %s\n", plural(fails, "item"), plural(warns, "warning"))
+		return fmt.Errorf("not ready: %s failed; fix the FAIL lines above and run check again", plural(fails, "item"))
+	}
+	fmt.Fprintf(out, "ready, %s\n", plural(warns, "warning"))
 	return nil
+}
+
+func plural(n int, what string) string {
+	if n == 1 {
+		return "1 " + what
+	}
+	return fmt.Sprintf("%d %ss", n, what)
+}
+
+func checkPostgres(ctx context.Context, cfg config.Config) []finding {
+	ctx, cancel := context.WithTimeout(ctx, checkTimeout)
+	defer cancel()
+	_, _, names := sources(cfg.Outbox)
+	pc := capture.PreflightConfig{
+		Config: capture.Config{
+			URL:         cfg.Postgres.URL,
+			Slot:        cfg.Postgres.Slot,
+			Publication: cfg.Postgres.Publication,
+			Tables:      names,
+			Messages:    cfg.Outbox.Messages.Prefix != "",
+		},
+		Cleanup: cfg.Outbox.Cleanup.After > 0,
+	}
+	for i, t := range cfg.Outbox.Tables {
+		ot := capture.OutboxTable{
+			Table:         names[i],
+			ID:            t.Columns.ID,
+			AggregateType: t.Columns.AggregateType,
+			AggregateID:   t.Columns.AggregateID,
+			Type:          t.Columns.Type,
+			Payload:       t.Columns.Payload,
+		}
+		for _, h := range t.Headers {
+			ot.Headers = append(ot.Headers, h.Column)
+		}
+		pc.Outbox = append(pc.Outbox, ot)
+	}
+	var found []finding
+	for _, f := range capture.Preflight(ctx, pc) {
+		found = append(found, finding{f.Status.String(), f.Item, f.Text})
+	}
+	return found
+}
+
+func checkNATS(ctx context.Context, cfg config.Config) []finding {
+	ctx, cancel := context.WithTimeout(ctx, checkTimeout)
+	defer cancel()
+	nc, err := connectNATSOnce(cfg.NATS)
+	if err != nil {
+		return []finding{{"FAIL", "nats", err.Error()}}
+	}
+	defer nc.Close()
+	found := []finding{{"ok", "nats", fmt.Sprintf("connected to %s (server %s, nats-server %s)", nc.ConnectedUrlRedacted(), nc.ConnectedServerName(), nc.ConnectedServerVersion())}}
+	_, subjects, _ := sources(cfg.Outbox)
+	sc := sink.Config{
+		Stream:        cfg.NATS.Stream,
+		Subject:       cfg.NATS.Subject,
+		Subjects:      subjects,
+		Partitions:    cfg.NATS.Partitions,
+		ExtraSubjects: []string{cfg.Errors.DeadLetterSubject},
+	}
+	if cfg.Errors.InvalidEvent == config.InvalidEventDeadLetter {
+		sc.DeadLetterSubject = cfg.Errors.DeadLetterSubject
+	}
+	for _, f := range sink.Preflight(ctx, nc, sc) {
+		found = append(found, finding{f.Status.String(), f.Item, f.Text})
+	}
+	return found
+}
+
+// Fixes for a failed connection to NATS.
+const (
+	fixNATSUnreachable = "NATS is not reachable: check that nats-server is running and that nats.url names the right host and port"
+	fixNATSAuth        = "NATS refused the credentials: check nats.user and nats.password, nats.token, nats.creds or nats.nkey (and the user in nats.url)"
+	fixNATSTLS         = "the TLS handshake with NATS failed: check nats.tls.ca, nats.tls.cert and nats.tls.key, and that nats.url uses the name in the server's certificate"
+)
+
+// connectNATSOnce connects with the same authentication and TLS options as
+// run (natsOptions), but tries each server once and does not reconnect: a
+// preflight must report a server it cannot reach, not wait for it.
+func connectNATSOnce(c config.NATS) (*nats.Conn, error) {
+	opts, err := natsOptions(c)
+	if err != nil {
+		return nil, err
+	}
+	opts = append(opts, nats.Name("outboxrelay check"), nats.Timeout(5*time.Second), nats.NoReconnect())
+	nc, err := nats.Connect(strings.Join(c.URLs(), ","), opts...)
+	if err == nil {
+		return nc, nil
+	}
+	msg := err.Error()
+	switch {
+	case errors.Is(err, nats.ErrAuthorization), errors.Is(err, nats.ErrAuthExpired), errors.Is(err, nats.ErrAuthRevoked),
+		strings.Contains(strings.ToLower(msg), "authorization"), strings.Contains(strings.ToLower(msg), "authentication"):
+		msg += ": " + fixNATSAuth
+	case strings.Contains(msg, "tls") || strings.Contains(msg, "x509") || strings.Contains(msg, "certificate"):
+		msg += ": " + fixNATSTLS
+	case errors.Is(err, nats.ErrNoServers), errors.Is(err, nats.ErrTimeout):
+		msg += ": " + fixNATSUnreachable
+	}
+	return nil, fmt.Errorf("connect to NATS at %s: %s", config.Config{NATS: c}.Redacted().NATS.URL, msg)
 }
