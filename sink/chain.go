@@ -10,6 +10,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/jackc/pglogrepl"
 	"github.com/nats-io/nats.go"
 )
 
@@ -37,9 +38,15 @@ func (s *Sink) send(e *inflight, epoch uint64) error {
 	set(3, HeaderEventType, ev.Type)
 	set(4, HeaderAggregateType, ev.AggregateType)
 	set(5, HeaderAggregateID, ev.AggregateID)
-	set(6, HeaderCommitLSN, ev.CommitLSN.String())
+	if ev.CommitLSN != s.txLSN || s.txLSNText == "" {
+		// Every event of a transaction shares these two: format them once.
+		s.txLSN = ev.CommitLSN
+		s.txLSNText = formatLSN(ev.CommitLSN)
+		s.txTimeText = ev.CommitTime.UTC().Format(time.RFC3339Nano)
+	}
+	set(6, HeaderCommitLSN, s.txLSNText)
 	set(7, HeaderTxSeq, strconv.FormatUint(uint64(ev.TxSeq), 10))
-	set(8, HeaderCommitTime, ev.CommitTime.UTC().Format(time.RFC3339Nano))
+	set(8, HeaderCommitTime, s.txTimeText)
 	for _, x := range ev.Headers {
 		h[x.Name] = []string{x.Value}
 	}
@@ -73,6 +80,7 @@ func (s *Sink) onAck(m *nats.Msg) {
 	switch {
 	case len(m.Data) == 0 && m.Header.Get("Status") == "503":
 		ackErr = errors.New("no responders: the stream has no leader right now, or JetStream is not available")
+	case parseAck(m.Data, s.cfg.Stream, &ack):
 	case json.Unmarshal(m.Data, &ack) != nil:
 		ackErr = fmt.Errorf("unreadable PubAck %q", truncate(m.Data, 200))
 	case ack.Error != nil && ack.Error.ErrCode == errCodeMsgSize:
@@ -118,6 +126,60 @@ func (s *Sink) onAck(m *nats.Msg) {
 		// could not be read back, see lastPosition): the prediction is off.
 		s.breakLocked(fmt.Errorf("stream stored sequence %d (duplicate=%v), relay predicted %d", ack.Seq, ack.Duplicate, seq))
 	}
+}
+
+// parseAck reads the common PubAck forms, {"stream":"S","seq":N} and
+// {"stream":"S","seq":N,"duplicate":true}, for stream without reflection.
+// It returns false for anything else, which json.Unmarshal then reads.
+func parseAck(data []byte, stream string, ack *pubAck) bool {
+	const pre, mid = `{"stream":"`, `","seq":`
+	if len(data) < len(pre)+len(stream)+len(mid)+2 || string(data[:len(pre)]) != pre {
+		return false
+	}
+	rest := data[len(pre):]
+	if string(rest[:len(stream)]) != stream || string(rest[len(stream):len(stream)+len(mid)]) != mid {
+		return false
+	}
+	rest = rest[len(stream)+len(mid):]
+	var seq uint64
+	i := 0
+	for ; i < len(rest) && rest[i] >= '0' && rest[i] <= '9' && i < 19; i++ {
+		seq = seq*10 + uint64(rest[i]-'0')
+	}
+	if i == 0 {
+		return false
+	}
+	dup := false
+	switch string(rest[i:]) {
+	case "}":
+	case `,"duplicate":true}`:
+		dup = true
+	default:
+		return false
+	}
+	*ack = pubAck{Stream: stream, Seq: seq, Duplicate: dup}
+	return true
+}
+
+// formatLSN is LSN.String without fmt: "%X/%X".
+func formatLSN(lsn pglogrepl.LSN) string {
+	var b [17]byte
+	n := appendHex(b[:0], uint32(lsn>>32))
+	n = append(n, '/')
+	return string(appendHex(n, uint32(lsn)))
+}
+
+// appendHex appends v in upper-case hex without leading zeros.
+func appendHex(b []byte, v uint32) []byte {
+	started := false
+	for shift := 28; shift >= 0; shift -= 4 {
+		d := (v >> shift) & 0xf
+		if d != 0 || started || shift == 0 {
+			b = append(b, hexDigits[d])
+			started = true
+		}
+	}
+	return b
 }
 
 // errCodeMsgSize is JetStream's "message size exceeds maximum allowed".

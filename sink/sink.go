@@ -96,9 +96,12 @@ type Sink struct {
 	resumes      atomic.Uint64
 
 	// Owned by Run: reused for every send.
-	msg     nats.Msg
-	subjBuf []byte
-	hdrVals [9][]string
+	msg        nats.Msg
+	subjBuf    []byte
+	txLSN      pglogrepl.LSN // the transaction whose texts follow
+	txLSNText  string
+	txTimeText string
+	hdrVals    [9][]string
 }
 
 type inflight struct {
