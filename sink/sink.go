@@ -192,6 +192,10 @@ func New(nc *nats.Conn, cfg Config, acker Acker) (*Sink, error) {
 	return s, nil
 }
 
+// MaxSubjectLen is the longest subject the sink publishes: nats-server's
+// default max_control_line (4096) less the rest of the HPUB line.
+const MaxSubjectLen = 3900
+
 // Publish hands ev to the sink; the sink owns ev from now on. It blocks while
 // the window is full. An event at or before a position already handed over or
 // stored is acked at once and not sent again. It returns an error only when
@@ -199,6 +203,14 @@ func New(nc *nats.Conn, cfg Config, acker Acker) (*Sink, error) {
 func (s *Sink) Publish(ctx context.Context, ev *decode.Event) error {
 	if ev.Invalid == "" {
 		ev.Invalid = unrepresentable(ev)
+	}
+	if ev.Invalid == "" && 3*(len(ev.AggregateType)+len(ev.AggregateID)+len(ev.Type))+256 > MaxSubjectLen {
+		// Rare: render to measure. A longer subject would make nats-server
+		// drop the connection ("maximum control line exceeded").
+		if n := len(s.subjectOf(ev).Render(nil, ev)); n > MaxSubjectLen {
+			ev.Invalid = fmt.Sprintf("its subject is %d bytes long after escaping, over the %d bytes a NATS subject may have "+
+				"(nats-server's max_control_line is 4096): shorten the aggregate id or type, or use a template with fewer of them", n, MaxSubjectLen)
+		}
 	}
 	if ev.Invalid != "" && s.cfg.DeadLetterSubject == "" {
 		return &InvalidEventError{Event: ev, Reason: ev.Invalid, Fix: "set errors.invalid_event: dead_letter to publish it to the dead-letter subject"}
