@@ -4,7 +4,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"strings"
 	"time"
 
 	"github.com/nats-io/nats.go"
@@ -75,7 +74,7 @@ func Preflight(ctx context.Context, nc *nats.Conn, cfg Config) []Finding {
 	item := "nats stream " + cfg.Stream
 	st, err := s.js.Stream(ctx, cfg.Stream)
 	if errors.Is(err, jetstream.ErrStreamNotFound) {
-		if why := cannotCreate(ctx, s.js, ai, cfg.Stream, want); why != "" {
+		if why := cannotCreate(ctx, s.js, ai, want); why != "" {
 			add(Fail, item, "does not exist, and the relay cannot create it: %s", why)
 		} else {
 			add(OK, item, "does not exist yet; the relay will create it with subjects %v, file storage and limits retention", want)
@@ -159,7 +158,7 @@ func limit(n int64, unit string) string {
 
 // cannotCreate says why the stream could not be created, or "" when it can
 // be as far as the account's limits and other streams' subjects tell.
-func cannotCreate(ctx context.Context, js jetstream.JetStream, ai *jetstream.AccountInfo, name string, want []string) string {
+func cannotCreate(ctx context.Context, js jetstream.JetStream, ai *jetstream.AccountInfo, want []string) string {
 	l := ai.Limits
 	switch {
 	case l.MaxStreams > 0 && ai.Streams >= l.MaxStreams:
@@ -167,34 +166,5 @@ func cannotCreate(ctx context.Context, js jetstream.JetStream, ai *jetstream.Acc
 	case l.MaxBytesRequired:
 		return fmt.Sprintf("the account requires max_bytes on every stream (max_bytes_required): create the stream yourself with subjects %v and a max_bytes that fits the account", want)
 	}
-	lister := js.ListStreams(ctx)
-	for si := range lister.Info() {
-		for _, w := range want {
-			for _, h := range si.Config.Subjects {
-				if overlap(w, h) {
-					return fmt.Sprintf("its subject %q overlaps subject %q of stream %q: change the subject templates (nats.subject) or that stream's subjects, or point nats.stream at stream %q if it is the relay's", w, h, si.Config.Name, si.Config.Name)
-				}
-			}
-		}
-	}
-	if err := lister.Err(); err != nil {
-		return "list the streams: " + err.Error()
-	}
-	return ""
-}
-
-// overlap reports whether some subject matches both filters a and b.
-func overlap(a, b string) bool {
-	at, bt := strings.Split(a, "."), strings.Split(b, ".")
-	for i := 0; ; i++ {
-		switch {
-		case i == len(at) || i == len(bt):
-			return len(at) == len(bt)
-		case at[i] == ">" || bt[i] == ">":
-			return true
-		case at[i] == "*" || bt[i] == "*" || at[i] == bt[i]:
-		default:
-			return false
-		}
-	}
+	return overlapProblem(ctx, js, want)
 }

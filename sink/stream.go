@@ -55,6 +55,9 @@ func EnsureStream(ctx context.Context, js jetstream.JetStream, name, prefix stri
 		var apiErr *jetstream.APIError
 		if errors.As(err, &apiErr) && apiErr.Code == 400 {
 			// For example subjects that overlap another stream's.
+			if why := overlapProblem(ctx, js, want); why != "" {
+				return nil, &StreamConfigError{fmt.Errorf("create stream %q with subjects %v: %w: %s", name, want, err, why)}
+			}
 			return nil, &StreamConfigError{fmt.Errorf("create stream %q with subjects %v: %w", name, want, err)}
 		}
 		if err != nil {
@@ -102,6 +105,38 @@ func newStreamConfig(name string, subjects []string) jetstream.StreamConfig {
 
 func notCoveredProblem(name string, have []string, s string) string {
 	return fmt.Sprintf("stream %q has subjects %v, which do not cover %q: add %q to the stream's subjects, or point nats.stream at another stream", name, have, s, s)
+}
+
+// overlapProblem names another stream whose subjects overlap want, and the
+// fix; "" when there is none.
+func overlapProblem(ctx context.Context, js jetstream.JetStream, want []string) string {
+	lister := js.ListStreams(ctx)
+	for si := range lister.Info() {
+		for _, w := range want {
+			for _, h := range si.Config.Subjects {
+				if overlap(w, h) {
+					return fmt.Sprintf("its subject %q overlaps subject %q of stream %q: change the subject templates (nats.subject) or that stream's subjects, or point nats.stream at stream %q if it is the relay's", w, h, si.Config.Name, si.Config.Name)
+				}
+			}
+		}
+	}
+	return ""
+}
+
+// overlap reports whether some subject matches both filters a and b.
+func overlap(a, b string) bool {
+	at, bt := strings.Split(a, "."), strings.Split(b, ".")
+	for i := 0; ; i++ {
+		switch {
+		case i == len(at) || i == len(bt):
+			return len(at) == len(bt)
+		case at[i] == ">" || bt[i] == ">":
+			return true
+		case at[i] == "*" || bt[i] == "*" || at[i] == bt[i]:
+		default:
+			return false
+		}
+	}
 }
 
 const (
