@@ -29,8 +29,13 @@ func main() {
 	rates := flag.String("rates", "1000,5000,10000", "comma-separated paced rates for the latency runs (empty: skip)")
 	latDur := flag.Duration("latency-duration", 10*time.Second, "how long each paced rate runs")
 	flag.StringVar(&profile, "cpuprofile", "", "write a CPU profile of the relay (first 3s of each drain) to this file prefix")
+	baseline := flag.Bool("baseline", true, "also run the polling-publisher baseline (bench/polling.go) on the same workloads")
 	flag.Parse()
-	if err := run(*sizes, *txSizes, *rates, *latDur); err != nil {
+	err := run(*sizes, *txSizes, *rates, *latDur)
+	if err == nil && *baseline {
+		err = pollingBaseline(*sizes, *txSizes, *rates, *latDur)
+	}
+	if err != nil {
 		fmt.Fprintln(os.Stderr, "bench:", err)
 		os.Exit(1)
 	}
