@@ -396,16 +396,15 @@ func (p *preflight) checkSlot(srv server, st slotState, err error, replOK bool) 
 		} else {
 			p.add(Fail, item, "does not exist yet, and the relay cannot create it until the problems above are fixed")
 		}
+	} else if st.walStatus == "lost" {
+		p.add(Fail, item, "%s", slotLostProblem(p.cfg.Slot))
 	} else {
 		state := "inactive"
 		if st.active {
 			state = "active"
 		}
 		p.add(OK, item, "exists (pgoutput, this database), %s, confirmed up to %s, %s bytes of WAL behind, wal_status %s", state, st.confirmed, orUnknown(st.lag, "?"), orUnknown(st.walStatus, "unknown"))
-		switch st.walStatus {
-		case "lost":
-			p.add(Fail, item, "%s", slotLostProblem(p.cfg.Slot))
-		case "unreserved":
+		if st.walStatus == "unreserved" {
 			p.add(Warn, item, "wal_status is unreserved: the slot is past max_slot_wal_keep_size, and the next checkpoint may remove WAL it needs, losing its events: start the relay now so it catches up, or raise max_slot_wal_keep_size")
 		}
 		if st.active {
@@ -417,8 +416,8 @@ func (p *preflight) checkSlot(srv server, st slotState, err error, replOK bool) 
 	case srv.keepSize == "-1":
 		p.add(Warn, keep, "is -1 (unlimited): while the relay is down or halted its slot keeps all WAL, which can fill the disk and stop Postgres: set max_slot_wal_keep_size to the WAL you can afford to keep (past it Postgres drops the slot's WAL and its events are lost), and alert on outboxrelay_replication_lag_bytes")
 	case st.exists && st.safeSize != "":
-		p.add(OK, keep, "is %sMB; %s more bytes of WAL can be written before the slot loses WAL it needs", srv.keepSize, st.safeSize)
+		p.add(OK, keep, "is %s; %s more bytes of WAL can be written before the slot loses WAL it needs", srv.keepSize, st.safeSize)
 	default:
-		p.add(OK, keep, "is %sMB: past it, Postgres drops WAL the slot needs and its events are lost; alert on outboxrelay_replication_lag_bytes well before", srv.keepSize)
+		p.add(OK, keep, "is %s: past it, Postgres drops WAL the slot needs and its events are lost; alert on outboxrelay_replication_lag_bytes well before", srv.keepSize)
 	}
 }
