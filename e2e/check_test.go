@@ -304,7 +304,9 @@ const (
 	sharedStream  = `stream "OUTBOX", sequence 1, subject "outbox.billing.7": stream is shared with another writer: it has no valid Outbox-Commit-LSN/Outbox-Tx-Seq headers; the relay must be the stream's only writer: give it its own stream (nats.stream), and use JetStream sources or mirrors to combine streams`
 	fixPGAuth     = "Postgres refused the login: check the user and password in postgres.url, and that pg_hba.conf allows this role both ordinary and replication connections"
 	fixPGDown     = "Postgres is not reachable: check that it is running and that postgres.url names the right host and port"
+	fixNATSAuth   = "NATS refused the credentials: check nats.user and nats.password, nats.token, nats.creds or nats.nkey (and the user in nats.url)"
 	fixNATSDown   = "NATS is not reachable: check that nats-server is running and that nats.url names the right host and port"
+	slotLostText  = `replication slot "outboxrelay" is lost (wal_status = lost): Postgres removed WAL it still needed, past max_slot_wal_keep_size, and the events in it are gone: drop the slot with SELECT pg_drop_replication_slot('outboxrelay') and restart the relay, which creates a new one from now; then republish what was missed from the outbox table`
 	slotsFullText = `all replication slots are in use (10 of max_replication_slots = 10) and slot "outboxrelay" does not exist yet: raise max_replication_slots in postgresql.conf and restart Postgres, or drop a slot nobody uses with SELECT pg_drop_replication_slot('<name>')`
 )
 
@@ -461,6 +463,30 @@ func TestCheckPostgres(t *testing.T) {
 		c.reset(t)
 	})
 
+	t.Run("slot lost", func(t *testing.T) {
+		c.exec(t, "ALTER SYSTEM SET max_slot_wal_keep_size = '1MB'")
+		c.exec(t, "SELECT pg_reload_conf()")
+		defer func() {
+			c.exec(t, "ALTER SYSTEM RESET max_slot_wal_keep_size")
+			c.exec(t, "SELECT pg_reload_conf()")
+		}()
+		c.exec(t, "SELECT pg_create_logical_replication_slot('outboxrelay', 'pgoutput')")
+		c.exec(t, "CREATE TABLE IF NOT EXISTS public.wal_filler (n int)")
+		// Write WAL past the limit until a checkpoint invalidates the slot.
+		testenv.WaitFor(t, time.Minute, "the slot lost", func() (bool, error) {
+			c.exec(t, "INSERT INTO public.wal_filler SELECT generate_series(1, 20000)")
+			c.exec(t, "SELECT pg_switch_wal()")
+			c.exec(t, "CHECKPOINT")
+			return c.queryInt(t, "SELECT count(*)::int FROM pg_replication_slots WHERE wal_status = 'lost'") == 1, nil
+		})
+		out := c.check(t, good, 1)
+		wantLines(t, out,
+			"FAIL  postgres slot outboxrelay: "+slotLostText,
+			"ok    postgres max_slot_wal_keep_size: is 1MB: past it, Postgres drops WAL the slot needs and its events are lost; alert on outboxrelay_replication_lag_bytes well before")
+		c.runSays(t, good, slotLostText, nil)
+		c.reset(t)
+	})
+
 	t.Run("no free replication slot", func(t *testing.T) {
 		// Fill every slot (physical ones are instant to create).
 		for i := c.queryInt(t, "SELECT count(*)::int FROM pg_replication_slots"); i < 10; i++ {
@@ -493,6 +519,20 @@ func TestCheckNATS(t *testing.T) {
 		out := c.check(t, c.write(t, checkCfg{natsURL: url}), 1)
 		wantLines(t, out, "FAIL  nats: connect to NATS at "+url+": nats: no servers available for connection: "+fixNATSDown)
 		noLine(t, out, "FAIL  postgres")
+	})
+
+	t.Run("nats wrong password", func(t *testing.T) {
+		const natsPassword, wrong = "nats-Pw-93c1", "not-the-nats-pw"
+		n := testenv.StartNATS(t, testenv.NATSOptions{
+			Config:        "authorization { user: relay, password: " + natsPassword + " }\n",
+			ClientOptions: []nats.Option{nats.UserInfo("relay", natsPassword)},
+		})
+		url := strings.Replace(n.URL(), "nats://", "nats://relay:"+wrong+"@", 1)
+		out := c.check(t, c.write(t, checkCfg{natsURL: url}), 1)
+		wantLines(t, out, "FAIL  nats: connect to NATS at "+strings.Replace(url, wrong, "xxxxx", 1)+": nats: Authorization Violation: "+fixNATSAuth)
+		if strings.Contains(out, wrong) || strings.Contains(out, natsPassword) {
+			t.Errorf("check printed a NATS password:\n%s", out)
+		}
 	})
 
 	t.Run("jetstream disabled", func(t *testing.T) {
