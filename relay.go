@@ -77,7 +77,7 @@ func relay(ctx context.Context, cfg config.Config, log *slog.Logger) error {
 		g.Go(func() error { cl.Run(gctx); return nil })
 	}
 	if cfg.HTTP.Listen != "" {
-		srv, err := serveHTTP(cfg.HTTP.Listen, m, readiness(cp, sk, p), log)
+		srv, err := serveHTTP(cfg.HTTP.Listen, m, withNATSReason(readiness(cp, sk, p), nc, cfg.NATS), log)
 		if err != nil {
 			stopAll()
 			return err
