@@ -30,7 +30,9 @@ soak: prereqs ## the fault tests with 5x the events and faults (not in CI)
 	  -run 'TestRelayKill9|TestNATSKill9AndFreeze|TestPostgresRestart|TestClusterFailover|TestStandbyTakeover' ./e2e/
 
 demo: build bin/nats-server ## Postgres + nats-server + relay under ./.demo, sample events printed
-	$(GO) run ./demo
+	$(GO) build -o bin/demo ./demo
+	@# exec: Ctrl-C reaches the demo itself, which cleans up and exits 0
+	exec bin/demo
 
 bench: build bin/nats-server ## throughput figures (never a pass/fail on timing)
 	NATS_SERVER_BIN=$(CURDIR)/bin/nats-server $(GO) run ./bench
