@@ -8,6 +8,7 @@ import (
 	"strings"
 
 	"github.com/jackc/pglogrepl"
+	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 )
 
@@ -150,7 +151,8 @@ func explainJetStream(err error) error {
 	switch {
 	case errors.Is(err, jetstream.ErrJetStreamNotEnabledForAccount):
 		return fmt.Errorf("%w: %s", err, fixJetStreamAccount)
-	case errors.Is(err, jetstream.ErrJetStreamNotEnabled):
+	case errors.Is(err, jetstream.ErrJetStreamNotEnabled), errors.Is(err, nats.ErrNoResponders):
+		// Nothing answers the JetStream API: no server of the cluster runs it.
 		return fmt.Errorf("%w: %s", err, fixJetStreamServer)
 	}
 	return err
