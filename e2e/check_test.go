@@ -305,6 +305,7 @@ const (
 	fixPGAuth     = "Postgres refused the login: check the user and password in postgres.url, and that pg_hba.conf allows this role both ordinary and replication connections"
 	fixPGDown     = "Postgres is not reachable: check that it is running and that postgres.url names the right host and port"
 	fixNATSAuth   = "NATS refused the credentials: check nats.user and nats.password, nats.token, nats.creds or nats.nkey (and the user in nats.url)"
+	fixWALSenders = "raise max_wal_senders in postgresql.conf and restart Postgres, or stop a replication client that is not needed"
 	fixNATSDown   = "NATS is not reachable: check that nats-server is running and that nats.url names the right host and port"
 	slotLostText  = `replication slot "outboxrelay" is lost (wal_status = lost): Postgres removed WAL it still needed, past max_slot_wal_keep_size, and the events in it are gone: drop the slot with SELECT pg_drop_replication_slot('outboxrelay') and restart the relay, which creates a new one from now; then republish what was missed from the outbox table`
 	slotsFullText = `all replication slots are in use (10 of max_replication_slots = 10) and slot "outboxrelay" does not exist yet: raise max_replication_slots in postgresql.conf and restart Postgres, or drop a slot nobody uses with SELECT pg_drop_replication_slot('<name>')`
@@ -367,6 +368,8 @@ func TestCheckPostgres(t *testing.T) {
 		if strings.Contains(out, wrong) {
 			t.Errorf("check printed the password:\n%s", out)
 		}
+		c.runSays(t, cfg, `password authentication failed for user "relay" (SQLSTATE 28P01): `+fixPGAuth, nil)
+		c.reset(t)
 	})
 
 	t.Run("postgres down", func(t *testing.T) {
@@ -376,6 +379,9 @@ func TestCheckPostgres(t *testing.T) {
 		wantLines(t, out, fmt.Sprintf("FAIL  postgres: connect to postgres at 127.0.0.1:%d: failed to connect to `user=relay database=postgres`: 127.0.0.1:%d (127.0.0.1): dial error: dial tcp 127.0.0.1:%d: connect: connection refused: %s", port, port, port, fixPGDown))
 		// The NATS half is still checked.
 		wantLines(t, out, "ok    nats jetstream: enabled; the account has 0 streams")
+		c.runSays(t, cfg, fmt.Sprintf("connect to postgres at 127.0.0.1:%d: ", port), nil)
+		c.runSays(t, cfg, "connect: connection refused: "+fixPGDown, nil)
+		c.reset(t)
 	})
 
 	t.Run("role without REPLICATION", func(t *testing.T) {
@@ -437,6 +443,34 @@ func TestCheckPostgres(t *testing.T) {
 		c.reset(t)
 	})
 
+	t.Run("publication cannot be created", func(t *testing.T) {
+		c.exec(t, "ALTER TABLE public.outbox OWNER TO postgres")
+		defer c.exec(t, "ALTER TABLE public.outbox OWNER TO relay")
+		const create = `create it yourself as a superuser: CREATE PUBLICATION "outboxrelay" FOR TABLE "public"."outbox"`
+		out := c.check(t, good, 1)
+		wantLines(t, out, `FAIL  postgres publication outboxrelay: does not exist, and the relay cannot create it: role "relay" does not own public.outbox: `+create)
+		c.runSays(t, good, `create publication "outboxrelay" for public.outbox: ERROR: must be owner of table outbox (SQLSTATE 42501) (or `+create+")", nil)
+		c.reset(t)
+	})
+
+	t.Run("publication without inserts", func(t *testing.T) {
+		c.exec(t, "CREATE PUBLICATION outboxrelay FOR TABLE public.outbox WITH (publish = 'update, delete')")
+		const noInsert = `publication "outboxrelay" does not publish inserts, so no outbox row would reach the relay: run ALTER PUBLICATION "outboxrelay" SET (publish = 'insert, update, delete, truncate')`
+		out := c.check(t, good, 1)
+		wantLines(t, out, "FAIL  postgres publication outboxrelay: "+noInsert)
+		c.runSays(t, good, noInsert, nil)
+		c.reset(t)
+	})
+
+	t.Run("slot of another plugin", func(t *testing.T) {
+		c.exec(t, "SELECT pg_create_logical_replication_slot('outboxrelay', 'test_decoding')")
+		const plugin = `replication slot "outboxrelay" uses plugin "test_decoding", not pgoutput: set postgres.slot to another name, or drop the slot with SELECT pg_drop_replication_slot('outboxrelay')`
+		out := c.check(t, good, 1)
+		wantLines(t, out, "FAIL  postgres slot outboxrelay: "+plugin)
+		c.runSays(t, good, "outboxrelay: "+plugin, nil) // and exits: retrying cannot help
+		c.reset(t)
+	})
+
 	t.Run("slot active", func(t *testing.T) {
 		relay := testenv.StartProcess(t, c.bin, "run", "-config", good)
 		testenv.WaitFor(t, 30*time.Second, "the relay streaming", func() (bool, error) {
@@ -457,6 +491,28 @@ func TestCheckPostgres(t *testing.T) {
 		}
 		// A second relay says the same, and waits as a standby.
 		c.runSays(t, c.write(t, checkCfg{}), active, nil)
+		if err := relay.Kill(); err != nil {
+			t.Fatal(err)
+		}
+		c.reset(t)
+	})
+
+	t.Run("no free WAL sender", func(t *testing.T) {
+		c.exec(t, "ALTER SYSTEM SET max_wal_senders = 1")
+		c.restartPostgres(t)
+		defer func() {
+			c.exec(t, "ALTER SYSTEM RESET max_wal_senders")
+			c.restartPostgres(t)
+		}()
+		relay := testenv.StartProcess(t, c.bin, "run", "-config", good)
+		testenv.WaitFor(t, 30*time.Second, "the relay streaming", func() (bool, error) {
+			return c.slotActive("outboxrelay")
+		})
+		out := c.check(t, good, 1)
+		wantLines(t, out, "FAIL  postgres wal senders: all WAL senders are in use (1 of max_wal_senders = 1): "+fixWALSenders)
+		noLine(t, out, "ok    postgres replication connection")
+		// A second relay cannot even connect to wait as a standby.
+		c.runSays(t, c.write(t, checkCfg{}), "(SQLSTATE 53300): "+fixWALSenders, nil)
 		if err := relay.Kill(); err != nil {
 			t.Fatal(err)
 		}
@@ -549,8 +605,12 @@ func TestCheckNATS(t *testing.T) {
 			}
 			return err == nil, err
 		})
-		out := c.check(t, c.write(t, checkCfg{natsURL: url}), 1)
-		wantLines(t, out, "FAIL  nats jetstream: read the account's JetStream info: nats: API error: code=503 err_code=10076 description=jetstream not enabled: JetStream is not enabled on the NATS server: start nats-server with -js, or add a jetstream {} block to its configuration")
+		cfg := c.write(t, checkCfg{natsURL: url})
+		out := c.check(t, cfg, 1)
+		const noJS = "nats: API error: code=503 err_code=10076 description=jetstream not enabled: JetStream is not enabled on the NATS server: start nats-server with -js, or add a jetstream {} block to its configuration"
+		wantLines(t, out, "FAIL  nats jetstream: read the account's JetStream info: "+noJS)
+		c.runSays(t, cfg, `look up stream "OUTBOX": nats: no responders available for request: JetStream is not enabled on the NATS server: start nats-server with -js, or add a jetstream {} block to its configuration`, nil)
+		c.reset(t)
 	})
 
 	t.Run("stream does not cover the subjects", func(t *testing.T) {
