@@ -127,16 +127,10 @@ func checkNATS(ctx context.Context, cfg config.Config) []finding {
 	return found
 }
 
-// Fixes for a failed connection to NATS.
-const (
-	fixNATSUnreachable = "NATS is not reachable: check that nats-server is running and that nats.url names the right host and port"
-	fixNATSAuth        = "NATS refused the credentials: check nats.user and nats.password, nats.token, nats.creds or nats.nkey (and the user in nats.url)"
-	fixNATSTLS         = "the TLS handshake with NATS failed: check nats.tls.ca, nats.tls.cert and nats.tls.key, and that nats.url uses the name in the server's certificate"
-)
-
 // connectNATSOnce connects with the same authentication and TLS options as
 // run (natsOptions), but tries each server once and does not reconnect: a
-// preflight must report a server it cannot reach, not wait for it.
+// preflight must report a server it cannot reach, not wait for it. Its
+// error has run's words: the scrubbed error and natsFix.
 func connectNATSOnce(c config.NATS) (*nats.Conn, error) {
 	opts, err := natsOptions(c)
 	if err != nil {
@@ -147,15 +141,9 @@ func connectNATSOnce(c config.NATS) (*nats.Conn, error) {
 	if err == nil {
 		return nc, nil
 	}
-	msg := err.Error()
-	switch {
-	case errors.Is(err, nats.ErrAuthorization), errors.Is(err, nats.ErrAuthExpired), errors.Is(err, nats.ErrAuthRevoked),
-		strings.Contains(strings.ToLower(msg), "authorization"), strings.Contains(strings.ToLower(msg), "authentication"):
-		msg += ": " + fixNATSAuth
-	case strings.Contains(msg, "tls") || strings.Contains(msg, "x509") || strings.Contains(msg, "certificate"):
-		msg += ": " + fixNATSTLS
-	case errors.Is(err, nats.ErrNoServers), errors.Is(err, nats.ErrTimeout):
-		msg += ": " + fixNATSUnreachable
+	msg := fmt.Sprintf("connect to NATS at %s: %s", redactURLs(c), scrubNATS(err.Error(), c))
+	if fix := natsFix(err, c); fix != "" {
+		msg += ": " + fix
 	}
-	return nil, fmt.Errorf("connect to NATS at %s: %s", config.Config{NATS: c}.Redacted().NATS.URL, msg)
+	return nil, errors.New(msg)
 }
