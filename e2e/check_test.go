@@ -304,9 +304,9 @@ const (
 	sharedStream  = `stream "OUTBOX", sequence 1, subject "outbox.billing.7": stream is shared with another writer: it has no valid Outbox-Commit-LSN/Outbox-Tx-Seq headers; the relay must be the stream's only writer: give it its own stream (nats.stream), and use JetStream sources or mirrors to combine streams`
 	fixPGAuth     = "Postgres refused the login: check the user and password in postgres.url, and that pg_hba.conf allows this role both ordinary and replication connections"
 	fixPGDown     = "Postgres is not reachable: check that it is running and that postgres.url names the right host and port"
-	fixNATSAuth   = "NATS refused the credentials: check nats.user and nats.password, nats.token, nats.creds or nats.nkey (and the user in nats.url)"
+	fixNATSAuth   = "check the credentials in nats.url"
 	fixWALSenders = "raise max_wal_senders in postgresql.conf and restart Postgres, or stop a replication client that is not needed"
-	fixNATSDown   = "NATS is not reachable: check that nats-server is running and that nats.url names the right host and port"
+	fixNATSDown   = "check nats.url, and that nats-server is running and reachable from here"
 	slotLostText  = `replication slot "outboxrelay" is lost (wal_status = lost): Postgres removed WAL it still needed, past max_slot_wal_keep_size, and the events in it are gone: drop the slot with SELECT pg_drop_replication_slot('outboxrelay') and restart the relay, which creates a new one from now; then republish what was missed from the outbox table`
 	slotsFullText = `all replication slots are in use (10 of max_replication_slots = 10) and slot "outboxrelay" does not exist yet: raise max_replication_slots in postgresql.conf and restart Postgres, or drop a slot nobody uses with SELECT pg_drop_replication_slot('<name>')`
 )
@@ -572,9 +572,12 @@ func TestCheckNATS(t *testing.T) {
 
 	t.Run("nats down", func(t *testing.T) {
 		url, _ := freeURL(t, "nats")
-		out := c.check(t, c.write(t, checkCfg{natsURL: url}), 1)
+		cfg := c.write(t, checkCfg{natsURL: url})
+		out := c.check(t, cfg, 1)
 		wantLines(t, out, "FAIL  nats: connect to NATS at "+url+": nats: no servers available for connection: "+fixNATSDown)
 		noLine(t, out, "FAIL  postgres")
+		c.runSays(t, cfg, fixNATSDown, nil)
+		c.reset(t)
 	})
 
 	t.Run("nats wrong password", func(t *testing.T) {
@@ -584,11 +587,14 @@ func TestCheckNATS(t *testing.T) {
 			ClientOptions: []nats.Option{nats.UserInfo("relay", natsPassword)},
 		})
 		url := strings.Replace(n.URL(), "nats://", "nats://relay:"+wrong+"@", 1)
-		out := c.check(t, c.write(t, checkCfg{natsURL: url}), 1)
+		cfg := c.write(t, checkCfg{natsURL: url})
+		out := c.check(t, cfg, 1)
 		wantLines(t, out, "FAIL  nats: connect to NATS at "+strings.Replace(url, wrong, "xxxxx", 1)+": nats: Authorization Violation: "+fixNATSAuth)
 		if strings.Contains(out, wrong) || strings.Contains(out, natsPassword) {
 			t.Errorf("check printed a NATS password:\n%s", out)
 		}
+		c.runSays(t, cfg, fixNATSAuth, nil)
+		c.reset(t)
 	})
 
 	t.Run("jetstream disabled", func(t *testing.T) {
