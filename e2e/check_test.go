@@ -359,6 +359,37 @@ func TestCheckPostgres(t *testing.T) {
 		}
 	})
 
+	t.Run("two tables and messages", func(t *testing.T) {
+		c.exec(t, "CREATE TABLE public.billing (LIKE public.outbox INCLUDING ALL); ALTER TABLE public.billing OWNER TO relay")
+		defer c.exec(t, "DROP TABLE public.billing")
+		cfg := c.write(t, checkCfg{extra: `outbox:
+  tables:
+    - {table: outbox}
+    - {table: billing, subject: "billing.{aggregate_type}.{aggregate_id}"}
+  messages: {prefix: outbox, subject: "msgs.{aggregate_id}"}
+`})
+		out := c.check(t, cfg, 0)
+		wantLines(t, out,
+			"ok    postgres table public.outbox: has the configured columns (id uuid, aggregatetype text, aggregateid text, type text, payload jsonb, created_at timestamp with time zone)",
+			"ok    postgres table public.billing: has the configured columns (id uuid, aggregatetype text, aggregateid text, type text, payload jsonb, created_at timestamp with time zone)",
+			`ok    postgres publication outboxrelay: does not exist yet; the relay will create it: CREATE PUBLICATION "outboxrelay" FOR TABLE "public"."outbox", "public"."billing"`,
+			"ok    nats stream OUTBOX: does not exist yet; the relay will create it with subjects [outbox.> billing.> msgs.>], file storage and limits retention",
+			"ready, 1 warning")
+		// The relay creates exactly what check announced.
+		relay := testenv.StartProcess(t, c.bin, "run", "-config", cfg)
+		c.whenStreaming(t, "outboxrelay", "{}")()
+		c.waitStreamCount(c.js(), 1, 30*time.Second)
+		if err := relay.Kill(); err != nil {
+			t.Fatal(err)
+		}
+		out = c.check(t, cfg, 0)
+		wantLines(t, out, `ok    postgres publication outboxrelay: exists and includes public.outbox, public.billing`)
+		if !strings.Contains(out, "ok    nats stream OUTBOX: subjects [outbox.> billing.> msgs.>], Limits retention") {
+			t.Errorf("check does not describe the stream the relay created:\n%s", out)
+		}
+		c.reset(t)
+	})
+
 	t.Run("wrong password", func(t *testing.T) {
 		const wrong = "not-" + checkPassword
 		cfg := c.write(t, checkCfg{pgURL: c.pg.URLFor("relay", wrong)})
