@@ -466,6 +466,11 @@ func TestCheckPostgres(t *testing.T) {
 		c.reset(t)
 	})
 
+	t.Run("unusual id type", func(t *testing.T) {
+		out := c.check(t, c.write(t, checkCfg{extra: "outbox: {columns: {id: created_at}}\n"}), 0)
+		wantLines(t, out, `warn  postgres table public.outbox: id (column "created_at") has type timestamp with time zone: the relay uses its text form as the event's id; a text, uuid or integer column is the usual choice`)
+	})
+
 	t.Run("publication missing the table", func(t *testing.T) {
 		c.exec(t, "CREATE TABLE IF NOT EXISTS public.other (id int); CREATE PUBLICATION outboxrelay FOR TABLE public.other")
 		out := c.check(t, good, 1)
@@ -685,6 +690,29 @@ func TestCheckNATS(t *testing.T) {
 			"ok    nats stream OUTBOX: subjects [outbox.>], WorkQueue retention, File storage, 1 replicas, duplicate window 2m0s, max_msg_size unlimited, 0 messages; empty",
 			"warn  nats stream OUTBOX: has WorkQueue retention: consumed messages are removed, so after a restart the relay may not find its last message, and exactly-once then rests on the duplicate window (2m0s) alone: give the relay a stream with limits retention, and let consumers read it through their own consumers (or a WorkQueue stream that sources it)",
 			"ready, 2 warnings")
+		// A consumer takes the relay's event; after a restart the relay
+		// finds its last message gone, and says what it falls back to.
+		relay := testenv.StartProcess(t, c.bin, "run", "-config", good)
+		c.whenStreaming(t, "outboxrelay", "{}")()
+		cons, err := js.CreateConsumer(ctx, stream, jetstream.ConsumerConfig{Durable: "worker", AckPolicy: jetstream.AckExplicitPolicy})
+		if err != nil {
+			t.Fatal(err)
+		}
+		msgs, err := cons.Fetch(1, jetstream.FetchMaxWait(30*time.Second))
+		if err != nil {
+			t.Fatal(err)
+		}
+		for m := range msgs.Messages() {
+			if err := m.DoubleAck(ctx); err != nil {
+				t.Fatal(err)
+			}
+		}
+		if err := relay.Kill(); err != nil {
+			t.Fatal(err)
+		}
+		out = c.check(t, good, 0)
+		wantLines(t, out, "ok    nats stream OUTBOX: subjects [outbox.>], WorkQueue retention, File storage, 1 replicas, duplicate window 2m0s, max_msg_size unlimited, 0 messages; last message (sequence 1) is gone")
+		c.runSays(t, good, "the stream's last message is gone (WorkQueue or Interest retention, or a purge); exactly-once now relies on the stream's duplicate window", nil)
 		c.reset(t)
 	})
 
