@@ -325,6 +325,7 @@ func (s *Sink) Run(ctx context.Context) error {
 	s.signal() // resume at once: the first resume finds the stream's position
 	backoff := time.Duration(0)
 	settledAt := s.published.Load()
+	logged := false
 	for {
 		select {
 		case <-ctx.Done():
@@ -333,8 +334,19 @@ func (s *Sink) Run(ctx context.Context) error {
 		case <-tick.C:
 		}
 		s.mu.Lock()
-		if s.fatal != nil {
+		if fatal := s.fatal; fatal != nil {
 			s.mu.Unlock()
+			if !logged {
+				// Say it now: the pipeline may not publish again for a long
+				// time, and an operator must not have to guess (I3).
+				logged = true
+				attrs := []any{"err", fatal}
+				var inv *InvalidEventError
+				if errors.As(fatal, &inv) {
+					attrs = append(attrs, "event_id", inv.Event.ID, "lsn", inv.Event.CommitLSN.String(), "tx_seq", inv.Event.TxSeq, "table", inv.Event.Table)
+				}
+				s.log.Error("halted: publishing stopped; the slot will not pass the events not yet stored", attrs...)
+			}
 			continue
 		}
 		if s.broken == nil && s.head < s.sent && time.Since(s.queue[s.head].sent) > s.cfg.AckTimeout {
