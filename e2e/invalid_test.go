@@ -211,3 +211,52 @@ func grepLine(s, substr string) string {
 	}
 	return strings.Join(out, "\n")
 }
+
+// TestBadOutboxMessages: message events that break the format are
+// dead-lettered in their place, like bad rows: a typo in a field name, a
+// missing id, and a non-transactional message.
+func TestBadOutboxMessages(t *testing.T) {
+	e := newEnv(t)
+	e.writeConfig(messagesConfig + "errors:\n  invalid_event: dead_letter\n")
+	e.startRelay()
+	conn, err := e.pg.Connect(context.Background())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close(context.Background())
+	msgs := []struct {
+		transactional bool
+		content       string
+		reason        string
+	}{
+		{true, `{"id":"m1","aggregate_type":"order","aggregate_id":"o-1","type":"created","payload":{"n":1}}`, ""},
+		{true, `{"id":"m2","aggregateType":"order","aggregate_id":"o-1","type":"created"}`, `unknown field "aggregateType"`},
+		{true, `{"aggregate_type":"order","aggregate_id":"o-1","type":"created"}`, "id is missing"},
+		{false, `{"id":"m4","aggregate_type":"order","aggregate_id":"o-1","type":"created"}`, "transactional=false"},
+		{true, `{"id":"m5","aggregate_type":"order","aggregate_id":"o-1","type":"updated","payload":{"n":2}}`, ""},
+	}
+	for _, m := range msgs {
+		if _, err := conn.Exec(context.Background(), "SELECT pg_logical_emit_message($1, 'outbox', $2::text)", m.transactional, m.content); err != nil {
+			t.Fatal(err)
+		}
+	}
+	js := e.js()
+	e.waitStreamCount(js, len(msgs), time.Minute)
+	got := readStream(t, js)
+	for i, m := range msgs {
+		r := got[i]
+		if m.reason == "" {
+			if r.Subject != "outbox.order.o-1" || r.Header.Get("Outbox-Error") != "" {
+				t.Errorf("message %d: subject %q, error %q; want a good event", i, r.Subject, r.Header.Get("Outbox-Error"))
+			}
+			continue
+		}
+		if r.Subject != "outbox.dead_letter" || !strings.Contains(r.Header.Get("Outbox-Error"), m.reason) {
+			t.Errorf("message %d: subject %q, Outbox-Error %q; want a dead letter saying %q", i, r.Subject, r.Header.Get("Outbox-Error"), m.reason)
+		}
+		if r.Header.Get("Outbox-Table") != "pg_logical_emit_message(outbox)" || string(r.Data) != m.content {
+			t.Errorf("message %d: Outbox-Table %q, data %q; want the message's content kept", i, r.Header.Get("Outbox-Table"), r.Data)
+		}
+	}
+	e.waitConfirmedPast(e.currentLSN(), time.Minute)
+}
