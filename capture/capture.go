@@ -224,6 +224,7 @@ func (c *Capture) stream(ctx context.Context, conn *pgconn.PgConn, floor pglogre
 	nc := conn.Conn()
 	nextStatus := time.Now().Add(c.cfg.StatusInterval)
 	lastHeard := time.Now()
+	var deadline time.Time // the read deadline set on nc
 	for {
 		if ctx.Err() != nil {
 			return c.finish(conn, floor)
@@ -244,8 +245,12 @@ func (c *Capture) stream(ctx context.Context, conn *pgconn.PgConn, floor pglogre
 			nextStatus = now.Add(c.cfg.StatusInterval)
 		}
 		// A read deadline rather than a context: pgconn would start a
-		// goroutine per receive to watch a context.
-		_ = nc.SetReadDeadline(nextStatus)
+		// goroutine per receive to watch a context. Set it only when it
+		// moves, not for every message.
+		if !deadline.Equal(nextStatus) {
+			_ = nc.SetReadDeadline(nextStatus)
+			deadline = nextStatus
+		}
 		msg, err := conn.ReceiveMessage(context.Background())
 		if err != nil {
 			if pgconn.Timeout(err) {
