@@ -50,11 +50,11 @@ func connectNATS(c config.NATS, log *slog.Logger) (*nats.Conn, error) {
 		}),
 		nats.ConnectHandler(func(nc *nats.Conn) {
 			w.connected()
-			log.Info("connected to NATS", "server", nc.ConnectedUrlRedacted())
+			log.Info("connected to NATS", "server", natsServerURL(nc))
 		}),
 		nats.ReconnectHandler(func(nc *nats.Conn) {
 			w.connected()
-			log.Info("reconnected to NATS", "server", nc.ConnectedUrlRedacted())
+			log.Info("reconnected to NATS", "server", natsServerURL(nc))
 		}),
 		// Called for a failed dial; a refused handshake or login is only
 		// seen through LastError (see natsWatch.run).
@@ -230,6 +230,11 @@ func scrubNATS(s string, c config.NATS) string {
 	}
 	return s
 }
+
+// natsServerURL is the URL of the server nc is connected to, safe to show.
+// nc.ConnectedUrlRedacted masks a password but not a token
+// (nats://TOKEN@host), so it is not enough.
+func natsServerURL(nc *nats.Conn) string { return config.Redact(nc.ConnectedUrl()) }
 
 // redactURLs returns nats.url with the credentials of each entry masked.
 func redactURLs(c config.NATS) string {
