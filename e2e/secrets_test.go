@@ -91,10 +91,10 @@ type leakRun struct {
 	total int                 // events committed so far
 }
 
-// scrape searches /metrics, /readyz and /healthz.
+// scrape searches /metrics, /readyz, /healthz and a full goroutine dump.
 func (r *leakRun) scrape(phase string) {
 	r.e.t.Helper()
-	for _, path := range []string{"/metrics", "/readyz", "/healthz"} {
+	for _, path := range []string{"/metrics", "/readyz", "/healthz", "/debug/pprof/goroutine?debug=2"} {
 		code, body, err := httpBody(r.e.httpAddr, path)
 		if err != nil {
 			r.e.t.Fatalf("%s: GET %s: %v", phase, path, err)
