@@ -109,7 +109,7 @@ func checkNATS(ctx context.Context, cfg config.Config) []finding {
 		return []finding{{"FAIL", "nats", err.Error()}}
 	}
 	defer nc.Close()
-	found := []finding{{"ok", "nats", fmt.Sprintf("connected to %s (server %s, nats-server %s)", nc.ConnectedUrlRedacted(), nc.ConnectedServerName(), nc.ConnectedServerVersion())}}
+	found := []finding{{"ok", "nats", fmt.Sprintf("connected to %s (server %s, nats-server %s)", natsServerURL(nc), nc.ConnectedServerName(), nc.ConnectedServerVersion())}}
 	_, subjects, _ := sources(cfg.Outbox)
 	sc := sink.Config{
 		Stream:        cfg.NATS.Stream,

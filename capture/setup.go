@@ -2,6 +2,7 @@ package capture
 
 import (
 	"context"
+	"crypto/x509"
 	"errors"
 	"fmt"
 	"net"
@@ -39,6 +40,14 @@ func connectError(cfg *pgconn.Config, err error) error {
 func explainConnect(err error, user string) error {
 	var pgErr *pgconn.PgError
 	if !errors.As(err, &pgErr) {
+		var hostErr x509.HostnameError
+		var caErr x509.UnknownAuthorityError
+		switch {
+		case errors.As(err, &hostErr):
+			return fmt.Errorf("%w: the server's certificate does not list the host in postgres.url: use a host name it lists, or sslmode=verify-ca to check only the CA", err)
+		case errors.As(err, &caErr):
+			return fmt.Errorf("%w: set sslrootcert in postgres.url to the CA that signed the server's certificate", err)
+		}
 		var netErr net.Error
 		if errors.As(err, &netErr) || pgconn.Timeout(err) {
 			return fmt.Errorf("%w: %s", err, fixUnreachable)

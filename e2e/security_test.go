@@ -268,8 +268,8 @@ func TestSecurityPostgresErrors(t *testing.T) {
 		otherCA    bool   // sslrootcert is a CA that did not sign it
 		want       []string
 	}{
-		{name: "wrong-host", serverHost: "db.internal.example", want: []string{"certificate is valid for db.internal.example, not localhost"}},
-		{name: "untrusted-ca", otherCA: true, want: []string{"certificate signed by unknown authority"}},
+		{name: "wrong-host", serverHost: "db.internal.example", want: []string{"certificate is valid for db.internal.example, not localhost", "use a host name it lists, or sslmode=verify-ca"}},
+		{name: "untrusted-ca", otherCA: true, want: []string{"certificate signed by unknown authority", "set sslrootcert in postgres.url"}},
 	}
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {

@@ -60,7 +60,7 @@ func run(ctx context.Context, args []string) error {
 	if err != nil {
 		return err
 	}
-	slog.Info("consuming; Ctrl-C to stop", "server", nc.ConnectedUrlRedacted(), "stream", *stream, "durable", *durable, "workers", *workers)
+	slog.Info("consuming; Ctrl-C to stop", "server", nc.ConnectedAddr(), "stream", *stream, "durable", *durable, "workers", *workers)
 	err = c.Run(ctx, js)
 	s := c.Stats()
 	slog.Info("stopped", "handled", s.Handled, "duplicates_skipped", s.Duplicates, "redelivered", s.Redelivered)
