@@ -95,8 +95,8 @@ func (m *metrics) registerCleanup(cl *cleanup.Cleaner) {
 }
 
 var haltDesc = prometheus.NewDesc("outboxrelay_halted_event_info",
-	"The event the relay halted at (present only while halted): its id, table, commit LSN, position in its transaction, and why.",
-	[]string{"event_id", "table", "commit_lsn", "tx_seq", "reason"}, nil)
+	"The event the relay halted at (present only while halted): its id, table, commit LSN, position in its transaction, why, and the fix.",
+	[]string{"event_id", "table", "commit_lsn", "tx_seq", "reason", "fix"}, nil)
 
 // haltCollector exports the halted-at event as labels, so an alert can
 // name it.
@@ -113,7 +113,7 @@ func (c haltCollector) Collect(ch chan<- prometheus.Metric) {
 	}
 	ev := inv.Event
 	ch <- prometheus.MustNewConstMetric(haltDesc, prometheus.GaugeValue, 1,
-		ev.ID, ev.Table, ev.CommitLSN.String(), strconv.FormatUint(uint64(ev.TxSeq), 10), inv.Reason)
+		ev.ID, ev.Table, ev.CommitLSN.String(), strconv.FormatUint(uint64(ev.TxSeq), 10), inv.Reason, inv.Fix)
 }
 
 // pollLag refreshes the slot lag every 10 seconds until ctx ends.

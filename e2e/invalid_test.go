@@ -164,7 +164,7 @@ func TestHaltOnInvalidEvent(t *testing.T) {
 	if !strings.Contains(m, "outboxrelay_halted 1\n") || !strings.Contains(m, "outboxrelay_ready 0\n") {
 		t.Errorf("metrics do not report the halt:\n%s", grepLine(m, "outboxrelay_halted"))
 	}
-	info := regexp.MustCompile(`outboxrelay_halted_event_info\{commit_lsn="([0-9A-F/]+)",event_id="` + bad + `",reason="(?:[^"\\]|\\.)*is empty(?:[^"\\]|\\.)*",table="public.outbox",tx_seq="1"\} 1`).FindStringSubmatch(m)
+	info := regexp.MustCompile(`outboxrelay_halted_event_info\{commit_lsn="([0-9A-F/]+)",event_id="` + bad + `",fix="(?:[^"\\]|\\.)*errors.invalid_event: dead_letter(?:[^"\\]|\\.)*",reason="(?:[^"\\]|\\.)*is empty(?:[^"\\]|\\.)*",table="public.outbox",tx_seq="1"\} 1`).FindStringSubmatch(m)
 	if info == nil {
 		t.Fatalf("metrics do not name the halted event %s:\n%s", bad, grepLine(m, "halted_event"))
 	}
