@@ -2,7 +2,6 @@ package e2e_test
 
 import (
 	"context"
-	"math/rand/v2"
 	"testing"
 	"time"
 
@@ -78,22 +77,7 @@ func testKill9Via(t *testing.T, how via) {
 		t.Fatalf("create stream: %v", err)
 	}
 	e.startRelay()
-	r := rand.New(rand.NewPCG(3, uint64(time.Now().UnixNano())))
 	wl := faultLoad(40 * time.Millisecond)
 	wl.Events, wl.Via = soak*10_000, how
-	l := wl.start(context.Background(), e.pg)
-	kills := 0
-	for ; kills < soak*5; kills++ {
-		pause(r, 200*time.Millisecond, 2*time.Second)
-		if err := e.relay.Kill(); err != nil {
-			t.Fatal(err)
-		}
-		e.startRelay()
-	}
-	loadRunning := !l.finished()
-	w := e.finish(l)
-	t.Logf("%d events committed, relay killed -9 %d times (load still running after the last kill: %v)", w.Committed(), kills, loadRunning)
-	if !loadRunning {
-		t.Error("the load ended before the kills did: slow the load down so every kill lands under load")
-	}
+	e.killRelayUnderLoad(wl, 3, soak*5)
 }
