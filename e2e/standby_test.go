@@ -73,14 +73,14 @@ func TestStandbyTakeover(t *testing.T) {
 	// into the burst, after A has had the chance to confirm its position
 	// to Postgres at least once: a confirmation past what is stored would
 	// lose the rest of the burst.
-	const burstSize = 60_000
+	const burstSize = 120_000
 	from, err := streamCountWithin(js, 2*time.Second)
 	if err != nil {
 		t.Fatal(err)
 	}
 	big := burst(t, e, 10_000, 100, burstSize)
 	waitStreamAtLeast(t, js, from+2000, time.Minute)
-	time.Sleep(1500 * time.Millisecond) // A confirms every second; this spaces the kill from the burst's start
+	time.Sleep(700 * time.Millisecond) // spaces the kill from the burst's start, while the load's transactions keep being confirmed
 	if err := a.Kill(); err != nil {
 		t.Fatal(err)
 	}
