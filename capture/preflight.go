@@ -8,34 +8,8 @@ import (
 	"time"
 
 	"github.com/jackc/pgx/v5/pgconn"
+	"github.com/outboxrelay/outboxrelay/internal/report"
 )
-
-// Status is the outcome of one preflight item.
-type Status uint8
-
-const (
-	OK   Status = iota // ready
-	Warn               // the relay runs, but the user should know
-	Fail               // the relay cannot run until this is fixed
-)
-
-func (s Status) String() string {
-	switch s {
-	case OK:
-		return "ok"
-	case Warn:
-		return "warn"
-	}
-	return "FAIL"
-}
-
-// Finding is one preflight result: the item checked, what was found and,
-// unless it is OK, the fix.
-type Finding struct {
-	Status Status
-	Item   string // e.g. "postgres wal_level"
-	Text   string
-}
 
 // OutboxTable names the columns the relay reads from one outbox table.
 type OutboxTable struct {
@@ -60,7 +34,7 @@ type PreflightConfig struct {
 // relay would also meet at run time is reported with the same text as the
 // relay's error. It returns one Finding per item, in that order; after a
 // failed connection there is nothing more to check.
-func Preflight(ctx context.Context, cfg PreflightConfig) []Finding {
+func Preflight(ctx context.Context, cfg PreflightConfig) []report.Finding {
 	p := &preflight{cfg: cfg}
 	p.run(ctx)
 	return p.found
@@ -69,19 +43,19 @@ func Preflight(ctx context.Context, cfg PreflightConfig) []Finding {
 type preflight struct {
 	cfg   PreflightConfig
 	conn  *pgconn.PgConn
-	found []Finding
+	found []report.Finding
 	role  string
 	super bool
 }
 
-func (p *preflight) add(s Status, item, format string, args ...any) {
-	p.found = append(p.found, Finding{Status: s, Item: item, Text: fmt.Sprintf(format, args...)})
+func (p *preflight) add(s report.Status, item, format string, args ...any) {
+	p.found = append(p.found, report.Finding{Status: s, Item: item, Text: fmt.Sprintf(format, args...)})
 }
 
 func (p *preflight) run(ctx context.Context) {
 	pc, err := pgconn.ParseConfig(p.cfg.URL)
 	if err != nil {
-		p.add(Fail, "postgres", "postgres.url: %v", err)
+		p.add(report.Fail, "postgres", "postgres.url: %v", err)
 		return
 	}
 	if pc.ConnectTimeout == 0 || pc.ConnectTimeout > 10*time.Second {
@@ -90,7 +64,7 @@ func (p *preflight) run(ctx context.Context) {
 	pc.RuntimeParams["application_name"] = "outboxrelay check"
 	conn, err := pgconn.ConnectConfig(ctx, pc)
 	if err != nil {
-		p.add(Fail, "postgres", "%v", connectError(pc, err))
+		p.add(report.Fail, "postgres", "%v", connectError(pc, err))
 		return
 	}
 	defer conn.Close(context.Background())
@@ -98,23 +72,23 @@ func (p *preflight) run(ctx context.Context) {
 
 	srv, err := readServer(ctx, conn)
 	if err != nil {
-		p.add(Fail, "postgres", "%v", err)
+		p.add(report.Fail, "postgres", "%v", err)
 		return
 	}
 	db, err := p.one(ctx, "SELECT current_database()")
 	if err != nil {
-		p.add(Fail, "postgres", "%v", err)
+		p.add(report.Fail, "postgres", "%v", err)
 		return
 	}
-	p.add(OK, "postgres", "connected to %s:%d, database %q, as role %q; PostgreSQL %s", pc.Host, pc.Port, db, pc.User, srv.versionText)
+	p.add(report.OK, "postgres", "connected to %s:%d, database %q, as role %q; PostgreSQL %s", pc.Host, pc.Port, db, pc.User, srv.versionText)
 
 	if p.cfg.Messages && srv.version < 140000 {
-		p.add(Fail, "postgres version", "%s", messagesVersionProblem(srv.versionText))
+		p.add(report.Fail, "postgres version", "%s", messagesVersionProblem(srv.versionText))
 	}
 	if srv.walLevel == "logical" {
-		p.add(OK, "postgres wal_level", "logical")
+		p.add(report.OK, "postgres wal_level", "logical")
 	} else {
-		p.add(Fail, "postgres wal_level", "%s", walLevelProblem(srv.walLevel))
+		p.add(report.Fail, "postgres wal_level", "%s", walLevelProblem(srv.walLevel))
 	}
 	replOK := p.checkRole(ctx)
 	slot, slotErr := readSlot(ctx, conn, p.cfg.Slot)
@@ -145,20 +119,20 @@ func (p *preflight) checkRole(ctx context.Context) bool {
 		CASE WHEN EXISTS (SELECT 1 FROM pg_roles WHERE rolname = 'rds_replication') THEN pg_has_role('rds_replication', 'MEMBER') ELSE false END
 		FROM pg_roles r WHERE r.rolname = current_user`)
 	if err != nil || len(rows) != 1 {
-		p.add(Fail, "postgres role", "read the role's attributes: %v", err)
+		p.add(report.Fail, "postgres role", "read the role's attributes: %v", err)
 		return false
 	}
 	r := rows[0]
 	p.role, p.super = r[0], r[1] == "t"
 	switch {
 	case p.super:
-		p.add(OK, "postgres role", "%q is a superuser", p.role)
+		p.add(report.OK, "postgres role", "%q is a superuser", p.role)
 	case r[2] == "t":
-		p.add(OK, "postgres role", "%q has REPLICATION", p.role)
+		p.add(report.OK, "postgres role", "%q has REPLICATION", p.role)
 	case r[3] == "t":
-		p.add(OK, "postgres role", "%q is a member of rds_replication", p.role)
+		p.add(report.OK, "postgres role", "%q is a member of rds_replication", p.role)
 	default:
-		p.add(Fail, "postgres role", "%s", noReplicationProblem(p.role))
+		p.add(report.Fail, "postgres role", "%s", noReplicationProblem(p.role))
 		return false
 	}
 	return true
@@ -170,17 +144,17 @@ func (p *preflight) checkCapacity(srv server, slotExists bool) {
 	const item = "postgres replication slots"
 	switch {
 	case slotExists:
-		p.add(OK, item, "%d of max_replication_slots = %d in use, the relay's among them", srv.slotsUsed, srv.maxSlots)
+		p.add(report.OK, item, "%d of max_replication_slots = %d in use, the relay's among them", srv.slotsUsed, srv.maxSlots)
 	case srv.slotsUsed >= srv.maxSlots:
-		p.add(Fail, item, "%s", slotsFullProblem(p.cfg.Slot, srv.slotsUsed, srv.maxSlots))
+		p.add(report.Fail, item, "%s", slotsFullProblem(p.cfg.Slot, srv.slotsUsed, srv.maxSlots))
 	default:
-		p.add(OK, item, "%d of max_replication_slots = %d in use; the relay needs 1 more", srv.slotsUsed, srv.maxSlots)
+		p.add(report.OK, item, "%d of max_replication_slots = %d in use; the relay needs 1 more", srv.slotsUsed, srv.maxSlots)
 	}
 	const senders = "postgres wal senders"
 	if srv.sendersUsed >= srv.maxSenders {
-		p.add(Fail, senders, "%s", walSendersProblem(srv.sendersUsed, srv.maxSenders))
+		p.add(report.Fail, senders, "%s", walSendersProblem(srv.sendersUsed, srv.maxSenders))
 	} else {
-		p.add(OK, senders, "%d of max_wal_senders = %d in use; the relay needs 1", srv.sendersUsed, srv.maxSenders)
+		p.add(report.OK, senders, "%d of max_wal_senders = %d in use; the relay needs 1", srv.sendersUsed, srv.maxSenders)
 	}
 }
 
@@ -189,11 +163,11 @@ func (p *preflight) checkCapacity(srv server, slotExists bool) {
 func (p *preflight) checkReplicationConnection(ctx context.Context) {
 	conn, err := connect(ctx, p.cfg.URL)
 	if err != nil {
-		p.add(Fail, "postgres replication connection", "%v", err)
+		p.add(report.Fail, "postgres replication connection", "%v", err)
 		return
 	}
 	conn.Close(context.Background())
-	p.add(OK, "postgres replication connection", "accepted")
+	p.add(report.OK, "postgres replication connection", "accepted")
 }
 
 // tableInfo is what the catalog says about one outbox table.
@@ -219,22 +193,22 @@ func (p *preflight) checkTable(ctx context.Context, t OutboxTable) tableInfo {
 	rows, err := query(ctx, p.conn, `SELECT c.oid, c.relkind, has_table_privilege(c.oid, 'SELECT'), has_table_privilege(c.oid, 'DELETE'), pg_has_role(c.relowner, 'USAGE')
 		FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace WHERE n.nspname = `+literal(schema)+" AND c.relname = "+literal(name))
 	if err != nil {
-		p.add(Fail, item, "look up outbox table %s: %v", t.Table, err)
+		p.add(report.Fail, item, "look up outbox table %s: %v", t.Table, err)
 		return info
 	}
 	if len(rows) == 0 {
-		p.add(Fail, item, "%s", tableMissingProblem(t.Table))
+		p.add(report.Fail, item, "%s", tableMissingProblem(t.Table))
 		return info
 	}
 	r := rows[0]
 	info.exists, info.canSelect, info.owned = true, r[2] == "t", r[4] == "t"
 	if r[1] != "r" && r[1] != "p" {
-		p.add(Fail, item, "%s is not a table (pg_class.relkind %q): only a table's inserts are published; point the config at the outbox table", t.Table, r[1])
+		p.add(report.Fail, item, "%s is not a table (pg_class.relkind %q): only a table's inserts are published; point the config at the outbox table", t.Table, r[1])
 		return info
 	}
 	cols, err := query(ctx, p.conn, "SELECT attname, atttypid::int, format_type(atttypid, atttypmod) FROM pg_attribute WHERE attrelid = "+r[0]+" AND attnum > 0 AND NOT attisdropped ORDER BY attnum")
 	if err != nil {
-		p.add(Fail, item, "read the columns of %s: %v", t.Table, err)
+		p.add(report.Fail, item, "read the columns of %s: %v", t.Table, err)
 		return info
 	}
 	if p.checkColumns(item, t, cols) {
@@ -242,16 +216,16 @@ func (p *preflight) checkTable(ctx context.Context, t OutboxTable) tableInfo {
 		for i, c := range cols {
 			names[i] = c[0] + " " + c[2]
 		}
-		p.add(OK, item, "has the configured columns (%s)", strings.Join(names, ", "))
+		p.add(report.OK, item, "has the configured columns (%s)", strings.Join(names, ", "))
 	}
 	switch {
 	case !info.canSelect && p.cfg.Cleanup:
-		p.add(Fail, item, "role %q has no SELECT on %s, which outbox.cleanup.after needs to find confirmed rows: run GRANT SELECT, DELETE ON %s TO %s", p.role, t.Table, qualified(t.Table), ident(p.role))
+		p.add(report.Fail, item, "role %q has no SELECT on %s, which outbox.cleanup.after needs to find confirmed rows: run GRANT SELECT, DELETE ON %s TO %s", p.role, t.Table, qualified(t.Table), ident(p.role))
 	case !info.canSelect:
-		p.add(Warn, item, "role %q has no SELECT on %s: streaming does not need it, but outbox.cleanup.after and looking into a halted event's row do: run GRANT SELECT ON %s TO %s", p.role, t.Table, qualified(t.Table), ident(p.role))
+		p.add(report.Warn, item, "role %q has no SELECT on %s: streaming does not need it, but outbox.cleanup.after and looking into a halted event's row do: run GRANT SELECT ON %s TO %s", p.role, t.Table, qualified(t.Table), ident(p.role))
 	}
 	if p.cfg.Cleanup && r[3] != "t" {
-		p.add(Fail, item, "role %q has no DELETE on %s, which outbox.cleanup.after needs: run GRANT DELETE ON %s TO %s", p.role, t.Table, qualified(t.Table), ident(p.role))
+		p.add(report.Fail, item, "role %q has no DELETE on %s, which outbox.cleanup.after needs: run GRANT DELETE ON %s TO %s", p.role, t.Table, qualified(t.Table), ident(p.role))
 	}
 	return info
 }
@@ -298,7 +272,7 @@ func (p *preflight) checkColumns(item string, t OutboxTable, cols [][]string) bo
 		if _, ok := byName[c.name]; ok {
 			return false
 		}
-		p.add(Fail, item, "outbox table %s has no column %q (%s): add the column, or map %s to one of its columns (%s)", t.Table, c.name, key, key, columnNames(cols))
+		p.add(report.Fail, item, "outbox table %s has no column %q (%s): add the column, or map %s to one of its columns (%s)", t.Table, c.name, key, key, columnNames(cols))
 		return true
 	}
 	for _, c := range req {
@@ -307,14 +281,14 @@ func (p *preflight) checkColumns(item string, t OutboxTable, cols [][]string) bo
 		}
 		oid, _ := strconv.Atoi(byName[c.name][1])
 		if !textLike[oid] {
-			p.add(Warn, item, "%s (column %q) has type %s: the relay uses its text form as the event's %s; a text, uuid or integer column is the usual choice", c.key, c.name, byName[c.name][2], c.key)
+			p.add(report.Warn, item, "%s (column %q) has type %s: the relay uses its text form as the event's %s; a text, uuid or integer column is the usual choice", c.key, c.name, byName[c.name][2], c.key)
 		}
 	}
 	pc := col{"payload", t.Payload}
 	if !missing(pc, "outbox.columns.payload") {
 		oid, _ := strconv.Atoi(byName[t.Payload][1])
 		if !payloadTypes[oid] {
-			p.add(Fail, item, "payload (column %q) has type OID %d; supported payload types are "+
+			p.add(report.Fail, item, "payload (column %q) has type OID %d; supported payload types are "+
 				"json, jsonb, text, varchar, char, name and bytea (not domains over them): the column is %s; change it with ALTER TABLE %s ALTER COLUMN %s TYPE jsonb USING ..., or map outbox.columns.payload to another column",
 				t.Payload, oid, byName[t.Payload][2], qualified(t.Table), ident(t.Payload))
 		}
@@ -337,7 +311,7 @@ func (p *preflight) checkPublication(ctx context.Context, tables []tableInfo) {
 	item := "postgres publication " + p.cfg.Publication
 	pub, err := readPublication(ctx, p.conn, p.cfg.Publication)
 	if err != nil {
-		p.add(Fail, item, "%v", err)
+		p.add(report.Fail, item, "%v", err)
 		return
 	}
 	if !pub.exists {
@@ -349,7 +323,7 @@ func (p *preflight) checkPublication(ctx context.Context, tables []tableInfo) {
 		}
 		createDB, err := p.one(ctx, "SELECT has_database_privilege(current_database(), 'CREATE')")
 		if err != nil {
-			p.add(Fail, item, "%v", err)
+			p.add(report.Fail, item, "%v", err)
 			return
 		}
 		if createDB != "t" {
@@ -357,20 +331,20 @@ func (p *preflight) checkPublication(ctx context.Context, tables []tableInfo) {
 		}
 		sql := createPublicationSQL(p.cfg.Publication, p.cfg.Tables)
 		if len(cannot) > 0 {
-			p.add(Fail, item, "does not exist, and the relay cannot create it: %s: create it yourself as a superuser: %s", strings.Join(cannot, "; "), sql)
+			p.add(report.Fail, item, "does not exist, and the relay cannot create it: %s: create it yourself as a superuser: %s", strings.Join(cannot, "; "), sql)
 			return
 		}
-		p.add(OK, item, "does not exist yet; the relay will create it: %s", sql)
+		p.add(report.OK, item, "does not exist yet; the relay will create it: %s", sql)
 		return
 	}
 	if !pub.inserts {
-		p.add(Fail, item, "%s", publicationNoInsertProblem(p.cfg.Publication))
+		p.add(report.Fail, item, "%s", publicationNoInsertProblem(p.cfg.Publication))
 		return
 	}
 	bad := false
 	for _, t := range p.cfg.Tables {
 		if !pub.covers(t) {
-			p.add(Fail, item, "%s", publicationMissingTableProblem(p.cfg.Publication, t))
+			p.add(report.Fail, item, "%s", publicationMissingTableProblem(p.cfg.Publication, t))
 			bad = true
 		}
 	}
@@ -378,46 +352,46 @@ func (p *preflight) checkPublication(ctx context.Context, tables []tableInfo) {
 		return
 	}
 	if pub.allTables {
-		p.add(OK, item, "exists, FOR ALL TABLES")
+		p.add(report.OK, item, "exists, FOR ALL TABLES")
 	} else {
-		p.add(OK, item, "exists and includes %s", strings.Join(p.cfg.Tables, ", "))
+		p.add(report.OK, item, "exists and includes %s", strings.Join(p.cfg.Tables, ", "))
 	}
 }
 
 func (p *preflight) checkSlot(srv server, st slotState, err error, replOK bool) {
 	item := "postgres slot " + p.cfg.Slot
 	if err != nil {
-		p.add(Fail, item, "%v", err)
+		p.add(report.Fail, item, "%v", err)
 		return
 	}
 	if !st.exists {
 		if replOK && srv.slotsUsed < srv.maxSlots && srv.walLevel == "logical" {
-			p.add(OK, item, "does not exist yet; the relay will create it (pgoutput), and events start from then on")
+			p.add(report.OK, item, "does not exist yet; the relay will create it (pgoutput), and events start from then on")
 		} else {
-			p.add(Fail, item, "does not exist yet, and the relay cannot create it until the problems above are fixed")
+			p.add(report.Fail, item, "does not exist yet, and the relay cannot create it until the problems above are fixed")
 		}
 	} else if st.walStatus == "lost" {
-		p.add(Fail, item, "%s", slotLostProblem(p.cfg.Slot))
+		p.add(report.Fail, item, "%s", slotLostProblem(p.cfg.Slot))
 	} else {
 		state := "inactive"
 		if st.active {
 			state = "active"
 		}
-		p.add(OK, item, "exists (pgoutput, this database), %s, confirmed up to %s, %s bytes of WAL behind, wal_status %s", state, st.confirmed, orUnknown(st.lag, "?"), orUnknown(st.walStatus, "unknown"))
+		p.add(report.OK, item, "exists (pgoutput, this database), %s, confirmed up to %s, %s bytes of WAL behind, wal_status %s", state, st.confirmed, orUnknown(st.lag, "?"), orUnknown(st.walStatus, "unknown"))
 		if st.walStatus == "unreserved" {
-			p.add(Warn, item, "wal_status is unreserved: the slot is past max_slot_wal_keep_size, and the next checkpoint may remove WAL it needs, losing its events: start the relay now so it catches up, or raise max_slot_wal_keep_size")
+			p.add(report.Warn, item, "wal_status is unreserved: the slot is past max_slot_wal_keep_size, and the next checkpoint may remove WAL it needs, losing its events: start the relay now so it catches up, or raise max_slot_wal_keep_size")
 		}
 		if st.active {
-			p.add(Warn, item, "%s", slotActiveText(p.cfg.Slot, st))
+			p.add(report.Warn, item, "%s", slotActiveText(p.cfg.Slot, st))
 		}
 	}
 	const keep = "postgres max_slot_wal_keep_size"
 	switch {
 	case srv.keepSize == "-1":
-		p.add(Warn, keep, "is -1 (unlimited): while the relay is down or halted its slot keeps all WAL, which can fill the disk and stop Postgres: set max_slot_wal_keep_size to the WAL you can afford to keep (past it Postgres drops the slot's WAL and its events are lost), and alert on outboxrelay_replication_lag_bytes")
+		p.add(report.Warn, keep, "is -1 (unlimited): while the relay is down or halted its slot keeps all WAL, which can fill the disk and stop Postgres: set max_slot_wal_keep_size to the WAL you can afford to keep (past it Postgres drops the slot's WAL and its events are lost), and alert on outboxrelay_replication_lag_bytes")
 	case st.exists && st.safeSize != "":
-		p.add(OK, keep, "is %s; %s more bytes of WAL can be written before the slot loses WAL it needs", srv.keepSize, st.safeSize)
+		p.add(report.OK, keep, "is %s; %s more bytes of WAL can be written before the slot loses WAL it needs", srv.keepSize, st.safeSize)
 	default:
-		p.add(OK, keep, "is %s: past it, Postgres drops WAL the slot needs and its events are lost; alert on outboxrelay_replication_lag_bytes well before", srv.keepSize)
+		p.add(report.OK, keep, "is %s: past it, Postgres drops WAL the slot needs and its events are lost; alert on outboxrelay_replication_lag_bytes well before", srv.keepSize)
 	}
 }

@@ -8,49 +8,23 @@ import (
 
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
+	"github.com/outboxrelay/outboxrelay/internal/report"
 )
-
-// Status is the outcome of one preflight item.
-type Status uint8
-
-const (
-	OK   Status = iota // ready
-	Warn               // the relay runs, but the user should know
-	Fail               // the relay cannot run until this is fixed
-)
-
-func (s Status) String() string {
-	switch s {
-	case OK:
-		return "ok"
-	case Warn:
-		return "warn"
-	}
-	return "FAIL"
-}
-
-// Finding is one preflight result: the item checked, what was found and,
-// unless it is OK, the fix.
-type Finding struct {
-	Status Status
-	Item   string // e.g. "nats stream OUTBOX"
-	Text   string
-}
 
 // Preflight checks, without changing anything, that a sink with cfg can
 // publish on nc: the server's max payload, JetStream, and the stream (its
 // subjects, retention, limits, and that the relay is its only writer), or
 // that the stream can be created. A problem the sink would also meet at run
 // time is reported with the same text as the sink's error.
-func Preflight(ctx context.Context, nc *nats.Conn, cfg Config) []Finding {
-	var found []Finding
-	add := func(s Status, item, format string, args ...any) {
-		found = append(found, Finding{Status: s, Item: item, Text: fmt.Sprintf(format, args...)})
+func Preflight(ctx context.Context, nc *nats.Conn, cfg Config) []report.Finding {
+	var found []report.Finding
+	add := func(s report.Status, item, format string, args ...any) {
+		found = append(found, report.Finding{Status: s, Item: item, Text: fmt.Sprintf(format, args...)})
 	}
 	// New compiles the templates exactly as run does, and sends nothing.
 	s, err := New(nc, cfg, nil)
 	if err != nil {
-		add(Fail, "nats subjects", "%v", err)
+		add(report.Fail, "nats subjects", "%v", err)
 		return found
 	}
 	want := wantSubjects(s.subject.Prefix, s.streamSubjects()...)
@@ -58,38 +32,38 @@ func Preflight(ctx context.Context, nc *nats.Conn, cfg Config) []Finding {
 	const payload = "nats max_payload"
 	maxPayload := nc.MaxPayload()
 	if maxPayload < 1<<20 {
-		add(Warn, payload, "%d bytes, below NATS's default of 1 MiB: an event whose payload and headers are larger %s: raise max_payload in the nats-server configuration if outbox payloads can be that large", maxPayload, tooLarge(cfg))
+		add(report.Warn, payload, "%d bytes, below NATS's default of 1 MiB: an event whose payload and headers are larger %s: raise max_payload in the nats-server configuration if outbox payloads can be that large", maxPayload, tooLarge(cfg))
 	} else {
-		add(OK, payload, "%d bytes: an event whose payload and headers are larger %s", maxPayload, tooLarge(cfg))
+		add(report.OK, payload, "%d bytes: an event whose payload and headers are larger %s", maxPayload, tooLarge(cfg))
 	}
 
 	const jsItem = "nats jetstream"
 	ai, err := s.js.AccountInfo(ctx)
 	if err != nil {
-		add(Fail, jsItem, "read the account's JetStream info: %v", explainJetStream(err))
+		add(report.Fail, jsItem, "read the account's JetStream info: %v", explainJetStream(err))
 		return found
 	}
-	add(OK, jsItem, "enabled; the account has %d streams", ai.Streams)
+	add(report.OK, jsItem, "enabled; the account has %d streams", ai.Streams)
 
 	item := "nats stream " + cfg.Stream
 	st, err := s.js.Stream(ctx, cfg.Stream)
 	if errors.Is(err, jetstream.ErrStreamNotFound) {
 		if why := cannotCreate(ctx, s.js, ai, want); why != "" {
-			add(Fail, item, "does not exist, and the relay cannot create it: %s", why)
+			add(report.Fail, item, "does not exist, and the relay cannot create it: %s", why)
 		} else {
-			add(OK, item, "does not exist yet; the relay will create it with subjects %v, file storage and limits retention", want)
+			add(report.OK, item, "does not exist yet; the relay will create it with subjects %v, file storage and limits retention", want)
 		}
 		return found
 	}
 	if err != nil {
-		add(Fail, item, "look up stream %q: %v", cfg.Stream, explainJetStream(err))
+		add(report.Fail, item, "look up stream %q: %v", cfg.Stream, explainJetStream(err))
 		return found
 	}
 	info := st.CachedInfo()
 	c := info.Config
 	bad := false
 	fail := func(format string, args ...any) {
-		add(Fail, item, format, args...)
+		add(report.Fail, item, format, args...)
 		bad = true
 	}
 	for _, w := range want {
@@ -112,7 +86,7 @@ func Preflight(ctx context.Context, nc *nats.Conn, cfg Config) []Finding {
 	lastSeq, pos, stored, err := lastPosition(qctx, st)
 	cancel()
 	if err != nil {
-		add(Fail, item, "%v", err)
+		add(report.Fail, item, "%v", err)
 		return found
 	}
 	last := "empty"
@@ -122,21 +96,21 @@ func Preflight(ctx context.Context, nc *nats.Conn, cfg Config) []Finding {
 	case lastSeq > 0:
 		last = fmt.Sprintf("last message (sequence %d) is gone", lastSeq)
 	}
-	add(OK, item, "subjects %v, %s retention, %s storage, %d replicas, duplicate window %s, max_msg_size %s, %d messages; %s",
+	add(report.OK, item, "subjects %v, %s retention, %s storage, %d replicas, duplicate window %s, max_msg_size %s, %d messages; %s",
 		c.Subjects, c.Retention, c.Storage, max(c.Replicas, 1), c.Duplicates, limit(int64(c.MaxMsgSize), "bytes"), info.State.Msgs, last)
 
 	if c.Retention != jetstream.LimitsPolicy {
-		add(Warn, item, "has %s retention: consumed messages are removed, so after a restart the relay may not find its last message, and exactly-once then rests on the duplicate window (%s) alone: give the relay a stream with limits retention, and let consumers read it through their own consumers (or a WorkQueue stream that sources it)", c.Retention, c.Duplicates)
+		add(report.Warn, item, "has %s retention: consumed messages are removed, so after a restart the relay may not find its last message, and exactly-once then rests on the duplicate window (%s) alone: give the relay a stream with limits retention, and let consumers read it through their own consumers (or a WorkQueue stream that sources it)", c.Retention, c.Duplicates)
 	} else if lastSeq > 0 && !stored {
-		add(Warn, item, "its last message (sequence %d) is gone (a purge, or max_age/max_msgs limits): after a restart exactly-once rests on the duplicate window (%s) alone, until the relay publishes again", lastSeq, c.Duplicates)
+		add(report.Warn, item, "its last message (sequence %d) is gone (a purge, or max_age/max_msgs limits): after a restart exactly-once rests on the duplicate window (%s) alone, until the relay publishes again", lastSeq, c.Duplicates)
 	}
 	if c.MaxMsgSize > 0 && int64(c.MaxMsgSize) < maxPayload {
-		add(Warn, item, "max_msg_size is %d bytes, below the server's max_payload of %d: an event larger than that %s: raise the stream's max_msg_size", c.MaxMsgSize, maxPayload, tooLarge(cfg))
+		add(report.Warn, item, "max_msg_size is %d bytes, below the server's max_payload of %d: an event larger than that %s: raise the stream's max_msg_size", c.MaxMsgSize, maxPayload, tooLarge(cfg))
 	}
 	if c.Discard == jetstream.DiscardNew && (c.MaxMsgs > 0 || c.MaxBytes > 0 || c.MaxMsgsPerSubject > 0) {
-		add(Warn, item, "discards new messages when full (discard: new, with max_msgs, max_bytes or max_msgs_per_subject set): when the stream fills up, the relay stops publishing until space is freed")
+		add(report.Warn, item, "discards new messages when full (discard: new, with max_msgs, max_bytes or max_msgs_per_subject set): when the stream fills up, the relay stops publishing until space is freed")
 	} else if c.MaxMsgsPerSubject > 0 {
-		add(Warn, item, "keeps only %d messages per subject (max_msgs_per_subject): older events of an aggregate are removed as new ones arrive", c.MaxMsgsPerSubject)
+		add(report.Warn, item, "keeps only %d messages per subject (max_msgs_per_subject): older events of an aggregate are removed as new ones arrive", c.MaxMsgsPerSubject)
 	}
 	return found
 }
