@@ -5,6 +5,8 @@ import (
 	"encoding/json"
 	"fmt"
 	"log/slog"
+	"os/exec"
+	"path/filepath"
 	"strconv"
 	"strings"
 	"sync"
@@ -15,6 +17,7 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 	"github.com/outboxrelay/outboxrelay/capture"
 	"github.com/outboxrelay/outboxrelay/decode"
+	"github.com/outboxrelay/outboxrelay/internal/testenv"
 )
 
 // decodeLimit reads n outbox events from slot with the relay's capture and
@@ -58,6 +61,34 @@ func decodeLimit(pgURL, slot string, n int) (float64, error) {
 				acked.set(res.EndLSN)
 			}
 		}
+	}
+	return float64(n) / time.Since(start).Seconds(), nil
+}
+
+// recvlogicalLimit reads the backlog in slot with Postgres's own
+// pg_recvlogical (pgoutput, same publication) to /dev/null, up to the current
+// WAL position: how fast Postgres streams this backlog to a minimal C
+// client. It returns events per second.
+func recvlogicalLimit(ctx context.Context, pg *testenv.Postgres, slot string, n int) (float64, error) {
+	conn, err := pg.Connect(ctx)
+	if err != nil {
+		return 0, err
+	}
+	var end string
+	err = conn.QueryRow(ctx, "SELECT pg_current_wal_lsn()::text").Scan(&end)
+	conn.Close(ctx)
+	if err != nil {
+		return 0, err
+	}
+	bin, err := testenv.PostgresBinDir()
+	if err != nil {
+		return 0, err
+	}
+	cmd := exec.CommandContext(ctx, filepath.Join(bin, "pg_recvlogical"), "-d", pg.URL(), "--slot", slot, "--start",
+		"-o", "proto_version=1", "-o", "publication_names=outboxrelay", "-E", end, "-f", "/dev/null", "--no-loop")
+	start := time.Now()
+	if out, err := cmd.CombinedOutput(); err != nil {
+		return 0, fmt.Errorf("pg_recvlogical: %v: %s", err, out)
 	}
 	return float64(n) / time.Since(start).Seconds(), nil
 }

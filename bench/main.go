@@ -47,9 +47,10 @@ func run(sizes, txSizes, rates string, latDur time.Duration) error {
 	fmt.Printf("machine: %d cores, %s; Postgres, nats-server and the relay on the same machine\n\n", numCPU(), memTotal())
 	fmt.Println("Backlog drain: relay start to last PubAck. Limits in the same run: decode = capture+decode")
 	fmt.Println("with no publishing; publish = chained pipelined JetStream publish with no Postgres.")
-	fmt.Println("ratio = relay / min(decode, publish).")
+	fmt.Println("ratio = relay / min(decode, publish). pg_recvlogical = Postgres's own client reading the same")
+	fmt.Println("backlog to /dev/null, for reference. cpu = CPU time per event of each process during the relay's drain.")
 	fmt.Println()
-	fmt.Printf("%-12s %9s %12s %12s %12s %7s %10s\n", "events/tx", "events", "relay ev/s", "decode ev/s", "publish m/s", "ratio", "peak RSS")
+	fmt.Printf("%-12s %9s %12s %12s %12s %7s %10s %15s\n", "events/tx", "events", "relay ev/s", "decode ev/s", "publish m/s", "ratio", "peak RSS", "pg_recvlogical")
 	for _, ns := range strings.Split(sizes, ",") {
 		n, err := strconv.Atoi(ns)
 		if err != nil {
@@ -65,7 +66,8 @@ func run(sizes, txSizes, rates string, latDur time.Duration) error {
 				return err
 			}
 			rate := float64(n) / res.secs
-			fmt.Printf("%-12d %9d %12.0f %12.0f %12.0f %7.2f %6.1f MiB\n", tx, n, rate, res.decode, res.publish, rate/min(res.decode, res.publish), float64(res.rssKiB)/1024)
+			fmt.Printf("%-12d %9d %12.0f %12.0f %12.0f %7.2f %6.1f MiB %15.0f\n", tx, n, rate, res.decode, res.publish, rate/min(res.decode, res.publish), float64(res.rssKiB)/1024, res.recvlogical)
+			fmt.Printf("    cpu: %s\n", formatCPU(res.cpu, n, res.secs))
 		}
 	}
 	if rates == "" {
@@ -94,7 +96,9 @@ func run(sizes, txSizes, rates string, latDur time.Duration) error {
 type result struct {
 	secs            float64
 	rssKiB          int
-	decode, publish float64 // limits measured in the same run
+	cpu             map[string]float64 // CPU seconds by role during the drain
+	decode, publish float64            // limits measured in the same run
+	recvlogical     float64            // Postgres's own client on the same backlog, for reference
 }
 
 func drain(n, txSize int) (result, error) {
@@ -108,7 +112,8 @@ func drain(n, txSize int) (result, error) {
 	// not keep it for them.
 	for _, sql := range []string{"CREATE PUBLICATION outboxrelay FOR TABLE outbox",
 		"SELECT pg_create_logical_replication_slot('outboxrelay', 'pgoutput')",
-		"SELECT pg_create_logical_replication_slot('bench_decode', 'pgoutput')"} {
+		"SELECT pg_create_logical_replication_slot('bench_decode', 'pgoutput')",
+		"SELECT pg_create_logical_replication_slot('bench_recvlogical', 'pgoutput')"} {
 		if err := e.pg.Exec(ctx, sql); err != nil {
 			return result{}, err
 		}
@@ -120,19 +125,27 @@ func drain(n, txSize int) (result, error) {
 	if res.decode, err = decodeLimit(e.pg.URL(), "bench_decode", n); err != nil {
 		return result{}, err
 	}
-	if err := e.pg.Exec(ctx, "SELECT pg_drop_replication_slot('bench_decode')"); err != nil {
+	if res.recvlogical, err = recvlogicalLimit(ctx, e.pg, "bench_recvlogical", n); err != nil {
 		return result{}, err
+	}
+	for _, slot := range []string{"bench_decode", "bench_recvlogical"} {
+		if err := e.pg.Exec(ctx, "SELECT pg_drop_replication_slot($1)", slot); err != nil {
+			return result{}, err
+		}
 	}
 	if res.publish, err = publishLimit(e.ns.URL(), "OUTBOX", n); err != nil {
 		return result{}, err
 	}
 
+	roots := map[int]string{e.pg.Pid(): "postgres", e.ns.Pid(): "nats-server"}
+	before := sampleCPU(roots)
 	start := time.Now()
 	relay, err := e.startRelay()
 	if err != nil {
 		return result{}, err
 	}
 	defer stopRelay(relay)
+	roots[relay.Pid()] = "relay"
 	profiled := make(chan error, 1)
 	if profile != "" {
 		go func() { profiled <- saveProfile(e.port, fmt.Sprintf("%s-%d-%d.pprof", profile, n, txSize)) }()
@@ -143,6 +156,7 @@ func drain(n, txSize int) (result, error) {
 		return result{}, err
 	}
 	res.secs = time.Since(start).Seconds()
+	res.cpu = cpuUse(before, sampleCPU(roots))
 	if err := <-profiled; err != nil {
 		return result{}, err
 	}

@@ -1,0 +1,108 @@
+package main
+
+import (
+	"fmt"
+	"os"
+	"path/filepath"
+	"strconv"
+	"strings"
+)
+
+// CPU accounting: where the machine's cores go during a drain. On a 2-core
+// machine shared by Postgres, nats-server and the relay, the drain rate is
+// bounded by the sum of their CPU per event, so the bench prints each
+// one's share rather than the relay's alone.
+
+// procTicks is one process's CPU time (user+system) in clock ticks, and
+// what it is.
+type procTicks struct {
+	role  string
+	ticks int64
+}
+
+// cpuSample is the CPU time of every process under the given roots, by pid.
+type cpuSample map[int]procTicks
+
+const ticksPerSec = 100 // USER_HZ on Linux
+
+// sampleCPU reads /proc for the processes named by roots and all their
+// descendants. role names each root's tree; a Postgres backend that is a
+// walsender is counted as "walsender".
+func sampleCPU(roots map[int]string) cpuSample {
+	type proc struct {
+		ppid  int
+		ticks int64
+	}
+	all := map[int]proc{}
+	dirs, _ := filepath.Glob("/proc/[0-9]*")
+	for _, d := range dirs {
+		pid, err := strconv.Atoi(filepath.Base(d))
+		if err != nil {
+			continue
+		}
+		b, err := os.ReadFile(d + "/stat")
+		if err != nil {
+			continue
+		}
+		s := string(b)
+		i := strings.LastIndexByte(s, ')')
+		if i < 0 || i+2 > len(s) {
+			continue
+		}
+		f := strings.Fields(s[i+2:]) // f[0] is state, f[1] ppid, f[11] utime, f[12] stime
+		if len(f) < 13 {
+			continue
+		}
+		ppid, _ := strconv.Atoi(f[1])
+		ut, _ := strconv.ParseInt(f[11], 10, 64)
+		st, _ := strconv.ParseInt(f[12], 10, 64)
+		all[pid] = proc{ppid, ut + st}
+	}
+	out := cpuSample{}
+	for pid, p := range all {
+		// Walk up to a root; the tree is shallow (runuser, postmaster, backend).
+		for anc, depth := pid, 0; anc > 1 && depth < 8; anc, depth = all[anc].ppid, depth+1 {
+			role, ok := roots[anc]
+			if !ok {
+				continue
+			}
+			if role == "postgres" && isWalsender(pid) {
+				role = "walsender"
+			}
+			out[pid] = procTicks{role, p.ticks}
+			break
+		}
+	}
+	return out
+}
+
+func isWalsender(pid int) bool {
+	b, _ := os.ReadFile(fmt.Sprintf("/proc/%d/cmdline", pid))
+	return strings.Contains(string(b), "walsender")
+}
+
+// cpuUse is CPU seconds by role between two samples. A process that started
+// after the first sample counts from zero; one that exited before the second
+// is lost (the bench's processes live through the whole drain).
+func cpuUse(before, after cpuSample) map[string]float64 {
+	use := map[string]float64{}
+	for pid, a := range after {
+		use[a.role] += float64(a.ticks-before[pid].ticks) / ticksPerSec
+	}
+	return use
+}
+
+// cpuRoles is the order the bench prints roles in.
+var cpuRoles = []string{"relay", "walsender", "postgres", "nats-server"}
+
+// formatCPU renders CPU use as microseconds per event by role, and the cores
+// all of them used on average over secs.
+func formatCPU(use map[string]float64, events int, secs float64) string {
+	var parts []string
+	total := 0.0
+	for _, r := range cpuRoles {
+		parts = append(parts, fmt.Sprintf("%s %.1f", r, use[r]/float64(events)*1e6))
+		total += use[r]
+	}
+	return fmt.Sprintf("%s µs/event; %.2f cores busy", strings.Join(parts, ", "), total/secs)
+}
