@@ -89,7 +89,11 @@ func (e *benchEnv) close() {
 
 // startRelay starts bin/outboxrelay; stop it with stopRelay.
 func (e *benchEnv) startRelay() (*testenv.Process, error) {
-	relay, err := testenv.Launch(exec.Command("bin/outboxrelay", "run", "-config", e.cfg), filepath.Join(e.dir, "relay.log"))
+	cmd := exec.Command("bin/outboxrelay", "run", "-config", e.cfg)
+	if relayProcs != "" {
+		cmd.Env = append(os.Environ(), "GOMAXPROCS="+relayProcs)
+	}
+	relay, err := testenv.Launch(cmd, filepath.Join(e.dir, "relay.log"))
 	if err != nil {
 		return nil, fmt.Errorf("start bin/outboxrelay (run make build): %w", err)
 	}

@@ -29,6 +29,7 @@ func main() {
 	rates := flag.String("rates", "1000,5000,10000", "comma-separated paced rates for the latency runs (empty: skip)")
 	latDur := flag.Duration("latency-duration", 10*time.Second, "how long each paced rate runs")
 	flag.StringVar(&profile, "cpuprofile", "", "write a CPU profile of the relay (first 3s of each drain) to this file prefix")
+	flag.StringVar(&relayProcs, "relay-gomaxprocs", "", "GOMAXPROCS for the relay (empty: the relay's default, 1)")
 	baseline := flag.Bool("baseline", true, "also run the polling-publisher baseline (bench/polling.go) on the same workloads")
 	flag.Parse()
 	err := run(*sizes, *txSizes, *rates, *latDur)
@@ -43,8 +44,14 @@ func main() {
 
 var profile string
 
+var relayProcs string // GOMAXPROCS for the relay; empty leaves its default
+
 func run(sizes, txSizes, rates string, latDur time.Duration) error {
-	fmt.Printf("machine: %d cores, %s; Postgres, nats-server and the relay on the same machine\n\n", numCPU(), memTotal())
+	procs := relayProcs
+	if procs == "" {
+		procs = "1 (its default)"
+	}
+	fmt.Printf("machine: %d cores, %s; Postgres, nats-server and the relay on the same machine; relay GOMAXPROCS %s\n\n", numCPU(), memTotal(), procs)
 	fmt.Println("Backlog drain: relay start to last PubAck. Limits in the same run: decode = capture+decode")
 	fmt.Println("with no publishing; publish = chained pipelined JetStream publish with no Postgres.")
 	fmt.Println("ratio = relay / min(decode, publish). pg_recvlogical = Postgres's own client reading the same")
