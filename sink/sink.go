@@ -447,7 +447,7 @@ func jitter(d time.Duration) time.Duration {
 // into spaces), or "" when all can.
 func unrepresentable(ev *decode.Event) string {
 	check := func(name, v string) string {
-		if strings.TrimSpace(v) != v || strings.ContainsAny(v, "\r\n") {
+		if !representable(v) {
 			return fmt.Sprintf("%s %q has surrounding white space or a line break, which a NATS header cannot carry unchanged", name, v)
 		}
 		return ""
@@ -463,6 +463,24 @@ func unrepresentable(ev *decode.Event) string {
 		}
 	}
 	return ""
+}
+
+// representable reports whether v has no CR or LF and no white space around
+// it (as strings.TrimSpace sees it). It runs for every header value of every
+// event, so the common case is one pass over the bytes: a value that begins
+// and ends with a printable ASCII byte other than a space has no white space
+// around it, Unicode or not.
+func representable(v string) bool {
+	if v == "" {
+		return true
+	}
+	first, last := v[0], v[len(v)-1]
+	if first <= ' ' || first >= 0x7f || last <= ' ' || last >= 0x7f {
+		if strings.TrimSpace(v) != v {
+			return false
+		}
+	}
+	return strings.IndexByte(v, '\r') < 0 && strings.IndexByte(v, '\n') < 0
 }
 
 // InvalidEventError stops the relay at an event that cannot be published.
