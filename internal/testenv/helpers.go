@@ -4,6 +4,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"strings"
 	"testing"
 )
 
@@ -90,22 +91,37 @@ func StartNATS(t testing.TB, opts ...NATSOptions) *NATS {
 // first logs the tail of each node's output.
 func StartNATSCluster(t testing.TB, n int) *Cluster {
 	t.Helper()
-	c, err := NewNATSCluster(t.TempDir(), n)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() {
-		if t.Failed() {
-			t.Logf("nats cluster logs (last %d lines each):\n%s", logLines, c.logTails(logLines))
+	for attempt := 1; ; attempt++ {
+		c, err := NewNATSCluster(t.TempDir(), n)
+		if err != nil {
+			t.Fatal(err)
 		}
-		if err := c.Kill(); err != nil {
-			t.Errorf("cleanup: %v", err)
+		err = c.Start()
+		if err != nil && attempt < 3 && strings.Contains(err.Error(), "address already in use") {
+			// FreePort cannot reserve a port: another process (a test
+			// package running in parallel) can bind one between the pick
+			// and nats-server's listen. A lone server picks a new port and
+			// retries; a cluster's routes name every node's port, so start
+			// a new cluster on new ports.
+			t.Logf("nats cluster: a port was taken before nats-server bound it; starting a new cluster (attempt %d)", attempt+1)
+			if err := c.Kill(); err != nil {
+				t.Logf("kill the first cluster: %v", err)
+			}
+			continue
 		}
-	})
-	if err := c.Start(); err != nil {
-		t.Fatal(err)
+		t.Cleanup(func() {
+			if t.Failed() {
+				t.Logf("nats cluster logs (last %d lines each):\n%s", logLines, c.logTails(logLines))
+			}
+			if err := c.Kill(); err != nil {
+				t.Errorf("cleanup: %v", err)
+			}
+		})
+		if err != nil {
+			t.Fatal(err)
+		}
+		return c
 	}
-	return c
 }
 
 // BuildRelay builds the relay (the module's main package) once per test

@@ -3,7 +3,9 @@ package testenv_test
 import (
 	"context"
 	"fmt"
+	"net"
 	"strconv"
+	"strings"
 	"testing"
 	"time"
 
@@ -198,5 +200,25 @@ func TestNATSCluster(t *testing.T) {
 	}
 	if got, want := info.State.Msgs, uint64(2); got != want {
 		t.Errorf("messages in R3 stream = %d, want %d", got, want)
+	}
+}
+
+// StartNATSCluster starts a new cluster when a port it picked was taken
+// before nats-server bound it, and it recognises that case by this error.
+func TestNATSClusterPortTaken(t *testing.T) {
+	t.Parallel()
+	c, err := testenv.NewNATSCluster(t.TempDir(), 3)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = c.Kill() })
+	ln, err := net.Listen("tcp", strings.TrimPrefix(c.Node("n1").ClusterURL(), "nats://"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	err = c.Start()
+	if err == nil || !strings.Contains(err.Error(), "address already in use") {
+		t.Fatalf("Start with n1's cluster port taken = %v, want an error saying \"address already in use\"", err)
 	}
 }
