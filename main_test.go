@@ -5,6 +5,7 @@ import (
 	"context"
 	"os"
 	"path/filepath"
+	"runtime"
 	"strings"
 	"testing"
 )
@@ -58,5 +59,26 @@ func TestVersion(t *testing.T) {
 	}
 	if got := stdout.String(); !strings.HasPrefix(got, "outboxrelay ") {
 		t.Fatalf("version printed %q", got)
+	}
+}
+
+// The relay runs on one P unless the operator set GOMAXPROCS (README,
+// "Operating it"; make bench shows why).
+func TestOneProc(t *testing.T) {
+	defer runtime.GOMAXPROCS(runtime.GOMAXPROCS(0))
+
+	t.Setenv("GOMAXPROCS", "") // restored after the test
+	os.Unsetenv("GOMAXPROCS")
+	runtime.GOMAXPROCS(4)
+	oneProc()
+	if got := runtime.GOMAXPROCS(0); got != 1 {
+		t.Errorf("with GOMAXPROCS unset, GOMAXPROCS = %d after oneProc, want 1", got)
+	}
+
+	t.Setenv("GOMAXPROCS", "3")
+	runtime.GOMAXPROCS(3)
+	oneProc()
+	if got := runtime.GOMAXPROCS(0); got != 3 {
+		t.Errorf("with GOMAXPROCS=3 set, GOMAXPROCS = %d after oneProc, want 3 (the operator's choice)", got)
 	}
 }
