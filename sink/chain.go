@@ -14,8 +14,10 @@ import (
 	"github.com/nats-io/nats.go"
 )
 
-// send publishes one event chained on seq-1. Only Run calls it.
-func (s *Sink) send(e *inflight, epoch uint64) error {
+// send publishes one event chained on seq-1, asking for its PubAck on reply.
+// It returns errMsgSize, sending nothing, when the message would be over
+// maxMsgSize (the stream's max_msg_size; <= 0 for none). Only Run calls it.
+func (s *Sink) send(e *inflight, reply string, maxMsgSize int) error {
 	ev := e.ev
 	m := &s.msg
 	if ev.Invalid != "" {
@@ -24,7 +26,7 @@ func (s *Sink) send(e *inflight, epoch uint64) error {
 		s.subjBuf = s.subjectOf(ev).Render(s.subjBuf[:0], ev)
 		m.Subject = string(s.subjBuf)
 	}
-	m.Reply = s.replySubject(epoch, e.seq)
+	m.Reply = reply
 	m.Data = ev.Payload
 	h := m.Header
 	clear(h)
@@ -54,7 +56,28 @@ func (s *Sink) send(e *inflight, epoch uint64) error {
 		h[HeaderError] = []string{ev.Invalid}
 		h[HeaderTable] = []string{ev.Table}
 	}
+	if maxMsgSize > 0 {
+		// Refused by the stream, the message would stop the chain with an
+		// error that does not say which event it was (see onAck).
+		if n := headerLen(h) + len(m.Data); n > maxMsgSize {
+			return errMsgSize{fmt.Sprintf("message of %d bytes (payload %d, headers %d) is over the stream's max_msg_size of %d bytes", n, len(m.Data), n-len(m.Data), maxMsgSize)}
+		}
+	}
 	return s.nc.PublishMsg(m)
+}
+
+// headerLen is the length of h as nats.go sends it (NATS/1.0, "k: v" lines,
+// a blank line), which is what a stream's max_msg_size counts with the data.
+// The values are representable (see Publish), so nats.go sends them as they
+// are.
+func headerLen(h nats.Header) int {
+	n := len("NATS/1.0\r\n\r\n")
+	for k, vs := range h {
+		for _, v := range vs {
+			n += len(k) + len(": \r\n") + len(v)
+		}
+	}
+	return n
 }
 
 type pubAck struct {
@@ -68,11 +91,19 @@ type pubAck struct {
 	} `json:"error"`
 }
 
-// onAck handles a PubAck (or a publish error) for the send that took the
-// sequence named in the reply subject.
+// onAck handles a PubAck, or a publish error, for a send of the epoch named
+// in the reply subject.
+//
+// All sends of an epoch share one reply subject: a unique subject per send
+// costs nats-server a subject-cache miss for every PubAck, about a tenth of
+// its CPU per message (bench/README). A PubAck names the stream sequence it
+// stored, which identifies the send, since each send of an epoch was chained
+// to take its own sequence. An error names nothing, and needs nothing: any
+// error breaks the chain, and the resume reads from the stream what was
+// stored.
 func (s *Sink) onAck(m *nats.Msg) {
-	epoch, seq, ok := parseReply(strings.TrimPrefix(m.Subject, s.inbox))
-	if !ok {
+	epoch, err := strconv.ParseUint(strings.TrimPrefix(m.Subject, s.inbox), 10, 64)
+	if err != nil {
 		return
 	}
 	var ack pubAck
@@ -84,7 +115,9 @@ func (s *Sink) onAck(m *nats.Msg) {
 	case json.Unmarshal(m.Data, &ack) != nil:
 		ackErr = fmt.Errorf("unreadable PubAck %q", truncate(m.Data, 200))
 	case ack.Error != nil && ack.Error.ErrCode == errCodeMsgSize:
-		ackErr = errMsgSize{ack.Error.Description}
+		// send checks max_msg_size, so the stream's must have been lowered
+		// since the resume read it; the next resume reads it again.
+		ackErr = fmt.Errorf("stream said: %s (err_code %d); its max_msg_size changed, reading it again", ack.Error.Description, ack.Error.ErrCode)
 	case ack.Error != nil:
 		ackErr = fmt.Errorf("stream said: %s (err_code %d)", ack.Error.Description, ack.Error.ErrCode)
 	case ack.Stream != s.cfg.Stream:
@@ -93,38 +126,32 @@ func (s *Sink) onAck(m *nats.Msg) {
 
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	if epoch != s.epoch || s.head == s.sent || seq < s.queue[s.head].seq {
+	if epoch != s.epoch || s.head == s.sent {
 		return // for a send before the last resume, or already settled
-	}
-	i := s.head + int(seq-s.queue[s.head].seq)
-	if i >= s.sent || s.queue[i].seq != seq {
-		return
-	}
-	var tooBig errMsgSize
-	if errors.As(ackErr, &tooBig) {
-		// The event can never be stored as it is: it is invalid, not the chain.
-		ev := s.queue[i].ev
-		reason := "message is over the stream's max_msg_size: " + tooBig.desc
-		if s.cfg.DeadLetterSubject == "" {
-			s.fatal = &InvalidEventError{Event: ev, Reason: reason, Fix: "raise the stream's max_msg_size, make the payload smaller, or set errors.invalid_event: dead_letter"}
-			s.cond.Broadcast()
-			return
-		}
-		ev.Invalid, ev.Payload = reason, nil
 	}
 	if ackErr != nil {
 		s.breakLocked(ackErr)
+		return
+	}
+	if ack.Duplicate {
+		// Some send of this epoch was stored before, by an earlier run
+		// (possible only when the position could not be read back, see
+		// lastPosition). Events are stored in order, so the oldest on the
+		// wire was stored before too, whichever send this PubAck is for.
+		s.popLocked()
+		s.breakLocked(fmt.Errorf("stream had already stored an event, at sequence %d (duplicate), relay predicted %d", ack.Seq, s.queue[s.head-1].seq))
+		return
+	}
+	head := s.queue[s.head].seq
+	i := s.head + int(ack.Seq-head)
+	if ack.Seq < head || i >= s.sent || s.queue[i].seq != ack.Seq {
+		s.breakLocked(fmt.Errorf("stream stored sequence %d, relay predicted %d to %d", ack.Seq, head, s.queue[s.sent-1].seq))
 		return
 	}
 	// The chain guarantees that a message stored at seq follows everything
 	// sent before it, so every earlier send is stored too.
 	for n := i - s.head + 1; n > 0; n-- {
 		s.popLocked() // may compact the queue: count, do not compare indexes
-	}
-	if ack.Duplicate || ack.Seq != seq {
-		// Already stored by an earlier send (possible only when the position
-		// could not be read back, see lastPosition): the prediction is off.
-		s.breakLocked(fmt.Errorf("stream stored sequence %d (duplicate=%v), relay predicted %d", ack.Seq, ack.Duplicate, seq))
 	}
 }
 
@@ -187,7 +214,7 @@ const errCodeMsgSize = 10054
 
 type errMsgSize struct{ desc string }
 
-func (e errMsgSize) Error() string { return "stream said: " + e.desc }
+func (e errMsgSize) Error() string { return e.desc }
 
 // popLocked settles the oldest event as stored. s.mu must be held.
 func (s *Sink) popLocked() {
@@ -229,6 +256,7 @@ func (s *Sink) resume(ctx context.Context) error {
 	// one could settle an event the read does not show yet, and a stale read
 	// would look like a stream that lost acknowledged events.
 	s.epoch++
+	s.reply = s.inbox + strconv.FormatUint(s.epoch, 10)
 	s.sent = s.head
 	s.mu.Unlock()
 	if st == nil {
@@ -247,7 +275,7 @@ func (s *Sink) resume(ctx context.Context) error {
 	// While a clustered stream elects a leader its API does not answer at
 	// all: ask briefly, and let Run retry with backoff, rather than wait.
 	qctx, cancel := context.WithTimeout(ctx, 2*time.Second)
-	lastSeq, pos, found, err := lastPosition(qctx, st)
+	lastSeq, pos, found, maxMsgSize, err := lastPosition(qctx, st)
 	cancel()
 	if errors.Is(err, ErrSharedStream) {
 		return s.setFatal(err)
@@ -259,6 +287,7 @@ func (s *Sink) resume(ctx context.Context) error {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	s.stream = st
+	s.maxMsgSize = maxMsgSize
 	if found && pos.Less(s.stored) {
 		s.fatal = fmt.Errorf("stream %q lost events it had acknowledged: its last message is at %s but %s was stored before; was the stream purged or recreated? The relay stops rather than publish out of order; restore the stream, or delete it and the slot to start over", s.cfg.Stream, pos, s.stored)
 		s.cond.Broadcast()
@@ -303,16 +332,6 @@ type StreamConfigError struct{ Err error }
 
 func (e *StreamConfigError) Error() string { return e.Err.Error() }
 func (e *StreamConfigError) Unwrap() error { return e.Err }
-
-func parseReply(tail string) (epoch, seq uint64, ok bool) {
-	dot := strings.IndexByte(tail, '.')
-	if dot < 0 {
-		return 0, 0, false
-	}
-	epoch, err1 := strconv.ParseUint(tail[:dot], 10, 64)
-	seq, err2 := strconv.ParseUint(tail[dot+1:], 10, 64)
-	return epoch, seq, err1 == nil && err2 == nil
-}
 
 func truncate(b []byte, n int) []byte {
 	if len(b) > n {

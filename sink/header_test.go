@@ -1,10 +1,15 @@
 package sink
 
 import (
+	"errors"
+	"fmt"
 	"strings"
 	"testing"
 
+	"github.com/nats-io/nats.go"
+
 	"github.com/outboxrelay/outboxrelay/decode"
+	"github.com/outboxrelay/outboxrelay/internal/testenv"
 )
 
 // The fast check must agree with its definition: a value is representable
@@ -32,6 +37,41 @@ func BenchmarkUnrepresentable(b *testing.B) {
 	for b.Loop() {
 		if r := unrepresentable(ev); r != "" {
 			b.Fatal(r)
+		}
+	}
+}
+
+// headerLen must be exactly what nats.go sends, or send's max_msg_size check
+// would pass a message the stream then refuses, or refuse one it would
+// store. nats.go refuses a message whose headers and data are over the
+// server's max_payload, so with max_payload 1024 a message with
+// 1024-headerLen bytes of data must go and one with a byte more must not.
+func TestHeaderLenIsWhatNATSSends(t *testing.T) {
+	const maxPayload = 1024
+	n := testenv.StartNATS(t, testenv.NATSOptions{Config: fmt.Sprintf("max_payload: %d\n", maxPayload)})
+	nc, err := nats.Connect(n.URL())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer nc.Close()
+	for _, h := range []nats.Header{
+		{HeaderMsgID: {"ev-1"}},
+		{HeaderMsgID: {"3fa85f64-5717-4562-b3fc-2c963f66afa6"}, HeaderExpectedSeq: {"41"}, HeaderEventID: {"3fa85f64-5717-4562-b3fc-2c963f66afa6"},
+			HeaderEventType: {"OrderPaid"}, HeaderAggregateType: {"order"}, HeaderAggregateID: {"ordér 42"}, HeaderCommitLSN: {"0/16B3748"},
+			HeaderTxSeq: {"1"}, HeaderCommitTime: {"2026-11-26T15:04:05.123456Z"}, "X-Tenant": {"acme"}},
+	} {
+		hl := headerLen(h)
+		for _, tc := range []struct {
+			data int
+			ok   bool
+		}{{maxPayload - hl, true}, {maxPayload - hl + 1, false}} {
+			err := nc.PublishMsg(&nats.Msg{Subject: "x", Header: h, Data: make([]byte, tc.data)})
+			if tc.ok && err != nil {
+				t.Errorf("headerLen = %d; %d bytes of data with those headers: %v, want it sent", hl, tc.data, err)
+			}
+			if !tc.ok && !errors.Is(err, nats.ErrMaxPayload) {
+				t.Errorf("headerLen = %d; %d bytes of data with those headers: %v, want %v", hl, tc.data, err, nats.ErrMaxPayload)
+			}
 		}
 	}
 }

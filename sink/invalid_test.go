@@ -266,3 +266,54 @@ func TestSinkHeaderValuesAreNotAltered(t *testing.T) {
 		t.Errorf("Outbox-Aggregate-Id = %q, want %q (the subject token %q unescapes to that)", got, want, msgs[1].Subject)
 	}
 }
+
+// The relay reads the stream's max_msg_size when it resumes, and checks each
+// message against it before sending. When an operator lowers it while the
+// sink runs, the stream refuses the next big message with an error that does
+// not say which one it was; the sink must resume, read the new limit, and
+// stop at that event, naming it, with everything before it stored.
+func TestSinkStreamMaxMsgSizeLowered(t *testing.T) {
+	n := testenv.StartNATS(t)
+	nc := connect(t, n.URL())
+	js := newJS(t, nc)
+	a := newAcker()
+	s := startSink(t, nc, sink.Config{AckTimeout: 30 * time.Second}, a)
+	publishAll(t, s, makeEvents(1, 3), 10*time.Second)
+
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	st, err := js.Stream(ctx, testStream)
+	if err != nil {
+		t.Fatal(err)
+	}
+	cfg := st.CachedInfo().Config
+	cfg.MaxMsgSize = 2048
+	if _, err := js.UpdateStream(ctx, cfg); err != nil {
+		t.Fatal(err)
+	}
+	evs := makeEvents(4, 6)
+	evs[1].Payload = bytes.Repeat([]byte("y"), 4096)
+	for _, ev := range evs {
+		if err := s.Publish(ctx, ev); err != nil {
+			t.Fatalf("Publish(%s): %v", ev.ID, err)
+		}
+	}
+	testenv.WaitFor(t, 10*time.Second, "the sink to stop at the oversized event", func() (bool, error) {
+		err = s.Err()
+		return err != nil, nil
+	})
+	var inv *sink.InvalidEventError
+	if !errors.As(err, &inv) || inv.Event.ID != "ev-00005" {
+		t.Fatalf("Err() = %v, want an *InvalidEventError for ev-00005", err)
+	}
+	if !strings.Contains(err.Error(), "max_msg_size of 2048 bytes") {
+		t.Errorf("Err() = %q, want it to name the stream's max_msg_size of 2048 bytes", err)
+	}
+	if msgs := readStream(t, js, testStream); len(msgs) != 4 {
+		t.Errorf("stream holds %d messages, want ev-00001..ev-00004", len(msgs))
+	}
+	a.check(t, makeEvents(1, 4))
+	if got := s.Stats().Resumes; got < 2 {
+		t.Errorf("Stats().Resumes = %d, want at least 2: the stream's refusal should have broken the chain", got)
+	}
+}

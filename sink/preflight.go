@@ -83,7 +83,7 @@ func Preflight(ctx context.Context, nc *nats.Conn, cfg Config) []report.Finding 
 		return found
 	}
 	qctx, cancel := context.WithTimeout(ctx, 5*time.Second)
-	lastSeq, pos, stored, err := lastPosition(qctx, st)
+	lastSeq, pos, stored, _, err := lastPosition(qctx, st)
 	cancel()
 	if err != nil {
 		add(report.Fail, item, "%v", err)

@@ -12,7 +12,6 @@ import (
 	"log/slog"
 	"math/rand/v2"
 	"slices"
-	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -85,6 +84,8 @@ type Sink struct {
 	stream      jetstream.Stream
 	nextSeq     uint64 // stream sequence the next send takes
 	epoch       uint64 // bumped by every resume; stale PubAcks are ignored
+	reply       string // where this epoch's PubAcks go: inbox + epoch
+	maxMsgSize  int    // the stream's max_msg_size as last read; <= 0 for none
 	broken      error  // why the chain needs a resume; nil while healthy
 	resumed     bool   // the first resume is done
 	fatal       error
@@ -312,7 +313,7 @@ func (s *Sink) Err() error { return s.fatalErr() }
 // after any error, until ctx ends. When the sink stops for good (see Err) it
 // sends nothing more but keeps settling PubAcks of what it sent.
 func (s *Sink) Run(ctx context.Context) error {
-	sub, err := s.nc.Subscribe(s.inbox+"*.*", s.onAck)
+	sub, err := s.nc.Subscribe(s.inbox+"*", s.onAck)
 	if err != nil {
 		return fmt.Errorf("subscribe to PubAcks: %w", err)
 	}
@@ -387,21 +388,29 @@ func (s *Sink) sendQueued() {
 		e := s.queue[s.sent]
 		e.seq = s.nextSeq
 		e.sent = time.Now()
-		epoch := s.epoch
+		reply, maxMsgSize := s.reply, s.maxMsgSize
 		s.nextSeq++
 		s.sent++
 		s.mu.Unlock()
 
-		err := s.send(e, epoch)
-		if errors.Is(err, nats.ErrMaxPayload) {
-			reason := fmt.Sprintf("payload of %d bytes with its headers is over the server's max_payload of %d bytes", len(e.ev.Payload), s.nc.MaxPayload())
+		err := s.send(e, reply, maxMsgSize)
+		var tooBig errMsgSize
+		if errors.Is(err, nats.ErrMaxPayload) || errors.As(err, &tooBig) {
+			reason, fix := tooBig.desc, "raise the stream's max_msg_size, make the payload smaller, or set errors.invalid_event: dead_letter"
+			if tooBig.desc == "" {
+				reason = fmt.Sprintf("payload of %d bytes with its headers is over the server's max_payload of %d bytes", len(e.ev.Payload), s.nc.MaxPayload())
+				fix = "raise max_payload in the nats-server configuration, make the payload smaller, or set errors.invalid_event: dead_letter"
+			}
 			if s.cfg.DeadLetterSubject == "" {
-				s.setFatal(&InvalidEventError{Event: e.ev, Reason: reason, Fix: "raise max_payload in the nats-server configuration, make the payload smaller, or set errors.invalid_event: dead_letter"})
+				s.setFatal(&InvalidEventError{Event: e.ev, Reason: reason, Fix: fix})
 				return
 			}
 			// Dead-letter it without its data, in the same place in the chain.
 			e.ev.Invalid, e.ev.Payload = reason, nil
-			err = s.send(e, epoch)
+			if err = s.send(e, reply, maxMsgSize); errors.As(err, &tooBig) {
+				s.setFatal(&InvalidEventError{Event: e.ev, Reason: reason + "; without its payload, for the dead-letter subject, it is still too big: " + tooBig.desc, Fix: fix})
+				return
+			}
 		}
 		if err != nil {
 			s.mu.Lock()
@@ -493,13 +502,4 @@ type InvalidEventError struct {
 func (e *InvalidEventError) Error() string {
 	return fmt.Sprintf("event %q (table %s, commit LSN %s, position %d in its transaction) cannot be published: %s; fix: %s",
 		e.Event.ID, e.Event.Table, e.Event.CommitLSN, e.Event.TxSeq, e.Reason, e.Fix)
-}
-
-func (s *Sink) replySubject(epoch, seq uint64) string {
-	b := make([]byte, 0, len(s.inbox)+24)
-	b = append(b, s.inbox...)
-	b = strconv.AppendUint(b, epoch, 10)
-	b = append(b, '.')
-	b = strconv.AppendUint(b, seq, 10)
-	return string(b)
 }

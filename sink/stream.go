@@ -193,29 +193,29 @@ func subsetOf(a, b string) bool {
 
 // lastPosition reads the stream's last sequence and the position of the
 // event stored there. found is false for an empty stream.
-func lastPosition(ctx context.Context, st jetstream.Stream) (seq uint64, pos Position, found bool, err error) {
+func lastPosition(ctx context.Context, st jetstream.Stream) (seq uint64, pos Position, found bool, maxMsgSize int, err error) {
 	info, err := st.Info(ctx)
 	if err != nil {
-		return 0, Position{}, false, fmt.Errorf("read stream info: %w", err)
+		return 0, Position{}, false, 0, fmt.Errorf("read stream info: %w", err)
 	}
-	seq = info.State.LastSeq
+	seq, maxMsgSize = info.State.LastSeq, int(info.Config.MaxMsgSize)
 	if seq == 0 {
-		return 0, Position{}, false, nil
+		return 0, Position{}, false, maxMsgSize, nil
 	}
 	msg, err := st.GetMsg(ctx, seq)
 	if errors.Is(err, jetstream.ErrMsgNotFound) {
 		// Consumed under WorkQueue or Interest retention, or purged: the
 		// position is unknown and only the duplicate window protects.
-		return seq, Position{}, false, nil
+		return seq, Position{}, false, maxMsgSize, nil
 	}
 	if err != nil {
-		return 0, Position{}, false, fmt.Errorf("read last message (sequence %d): %w", seq, err)
+		return 0, Position{}, false, 0, fmt.Errorf("read last message (sequence %d): %w", seq, err)
 	}
 	pos, err = parsePosition(msg.Header.Get(HeaderCommitLSN), msg.Header.Get(HeaderTxSeq))
 	if err != nil {
-		return 0, Position{}, false, fmt.Errorf("stream %q, sequence %d, subject %q: %w: it has no valid %s/%s headers; the relay must be the stream's only writer: give it its own stream (nats.stream), and use JetStream sources or mirrors to combine streams", info.Config.Name, seq, msg.Subject, ErrSharedStream, HeaderCommitLSN, HeaderTxSeq)
+		return 0, Position{}, false, 0, fmt.Errorf("stream %q, sequence %d, subject %q: %w: it has no valid %s/%s headers; the relay must be the stream's only writer: give it its own stream (nats.stream), and use JetStream sources or mirrors to combine streams", info.Config.Name, seq, msg.Subject, ErrSharedStream, HeaderCommitLSN, HeaderTxSeq)
 	}
-	return seq, pos, true, nil
+	return seq, pos, true, maxMsgSize, nil
 }
 
 func parsePosition(lsn, seq string) (Position, error) {
