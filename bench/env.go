@@ -63,7 +63,7 @@ func newBenchEnv() (_ *benchEnv, err error) {
 		return nil, err
 	}
 	e.cfg = filepath.Join(e.dir, "relay.yaml")
-	body := fmt.Sprintf("postgres: {url: %q}\nnats: {url: %q}\nhttp: {listen: \"127.0.0.1:%d\"}\n", e.pg.URL(), e.ns.URL(), e.port)
+	body := fmt.Sprintf("postgres: {url: %q}\nnats: {url: %q}\nhttp: {listen: \"127.0.0.1:%d\"}\n", pgURL(e.pg), e.ns.URL(), e.port)
 	if err := os.WriteFile(e.cfg, []byte(body), 0o600); err != nil {
 		return nil, err
 	}

@@ -84,7 +84,7 @@ func recvlogicalLimit(ctx context.Context, pg *testenv.Postgres, slot string, n 
 	if err != nil {
 		return 0, err
 	}
-	cmd := exec.CommandContext(ctx, filepath.Join(bin, "pg_recvlogical"), "-d", pg.URL(), "--slot", slot, "--start",
+	cmd := exec.CommandContext(ctx, filepath.Join(bin, "pg_recvlogical"), "-d", pgURL(pg), "--slot", slot, "--start",
 		"-o", "proto_version=1", "-o", "publication_names=outboxrelay", "-E", end, "-f", "/dev/null", "--no-loop")
 	start := time.Now()
 	if out, err := cmd.CombinedOutput(); err != nil {
@@ -130,7 +130,7 @@ func publishLimit(natsURL, streamName string, n int) (float64, error) {
 	for i := range msgs {
 		agg := "agg-" + strconv.Itoa((i*7919)%10000)
 		m := nats.NewMsg("outbox.order." + agg)
-		m.Reply = inbox + "." + strconv.Itoa(i+1)
+		m.Reply = inbox // one reply subject for all, as the relay's sink does
 		m.Data = []byte(fmt.Sprintf(`{"pad": %q, "seq": %d, "status": "paid", "order_id": %q}`, pad, i, agg))
 		id := fmt.Sprintf("%08x-0000-4000-8000-%012x", i, i)
 		m.Header.Set("Nats-Msg-Id", id)
@@ -148,7 +148,7 @@ func publishLimit(natsURL, streamName string, n int) (float64, error) {
 	var mu sync.Mutex
 	cond := sync.NewCond(&mu)
 	acked, failed := 0, ""
-	sub, err := nc.Subscribe(inbox+".*", func(m *nats.Msg) {
+	sub, err := nc.Subscribe(inbox, func(m *nats.Msg) {
 		var ack struct {
 			Error *struct{ Description string } `json:"error"`
 		}

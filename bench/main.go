@@ -30,6 +30,7 @@ func main() {
 	latDur := flag.Duration("latency-duration", 10*time.Second, "how long each paced rate runs")
 	flag.StringVar(&profile, "cpuprofile", "", "write a CPU profile of the relay (first 3s of each drain) to this file prefix")
 	flag.StringVar(&relayProcs, "relay-gomaxprocs", "", "GOMAXPROCS for the relay (empty: the relay's default, 1)")
+	flag.BoolVar(&pgSocket, "pg-socket", false, "connect the relay and the limits to Postgres over its Unix socket instead of TCP")
 	baseline := flag.Bool("baseline", true, "also run the polling-publisher baseline (bench/polling.go) on the same workloads")
 	flag.Parse()
 	err := run(*sizes, *txSizes, *rates, *latDur)
@@ -45,6 +46,19 @@ func main() {
 var profile string
 
 var relayProcs string // GOMAXPROCS for the relay; empty leaves its default
+
+// pgSocket makes the relay and the limits reach Postgres over its Unix
+// socket, as a relay beside the database can; the default is TCP, as from a
+// container.
+var pgSocket bool
+
+// pgURL is the URL the relay and the limits use for pg.
+func pgURL(pg *testenv.Postgres) string {
+	if pgSocket {
+		return pg.SocketURL()
+	}
+	return pg.URL()
+}
 
 func run(sizes, txSizes, rates string, latDur time.Duration) error {
 	procs := relayProcs
@@ -129,7 +143,7 @@ func drain(n, txSize int) (result, error) {
 		return result{}, err
 	}
 	var res result
-	if res.decode, err = decodeLimit(e.pg.URL(), "bench_decode", n); err != nil {
+	if res.decode, err = decodeLimit(pgURL(e.pg), "bench_decode", n); err != nil {
 		return result{}, err
 	}
 	if res.recvlogical, err = recvlogicalLimit(ctx, e.pg, "bench_recvlogical", n); err != nil {

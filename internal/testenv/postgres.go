@@ -297,6 +297,13 @@ func (p *Postgres) url() string {
 	return fmt.Sprintf("postgres://postgres@127.0.0.1:%d/postgres?sslmode=disable", p.port)
 }
 
+// SocketURL is URL over the server's Unix socket instead of TCP.
+func (p *Postgres) SocketURL() string {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return fmt.Sprintf("postgres://postgres@/postgres?host=%s&port=%d&sslmode=disable", url.QueryEscape(p.dir), p.port)
+}
+
 // URLFor returns the URL of database "postgres" as user, with password if it
 // is not empty.
 func (p *Postgres) URLFor(user, password string) string {
