@@ -12,6 +12,7 @@ import (
 
 	"github.com/jackc/pglogrepl"
 	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
 )
 
 // send publishes one event chained on seq-1, asking for its PubAck on reply.
@@ -153,6 +154,7 @@ func (s *Sink) onAck(m *nats.Msg) {
 	for n := i - s.head + 1; n > 0; n-- {
 		s.popLocked() // may compact the queue: count, do not compare indexes
 	}
+	s.seenSeq = ack.Seq
 }
 
 // parseAck reads the common PubAck forms, {"stream":"S","seq":N} and
@@ -280,6 +282,14 @@ func (s *Sink) resume(ctx context.Context) error {
 	if errors.Is(err, ErrSharedStream) {
 		return s.setFatal(err)
 	}
+	if errors.Is(err, jetstream.ErrStreamNotFound) {
+		// Deleted while the relay ran. The next resume creates it again, and
+		// then finds that it lost what it had stored, if it had any.
+		s.mu.Lock()
+		s.stream = nil
+		s.mu.Unlock()
+		return fmt.Errorf("stream %q is gone (deleted?); creating it again: %w", s.cfg.Stream, err)
+	}
 	if err != nil {
 		return err
 	}
@@ -293,6 +303,14 @@ func (s *Sink) resume(ctx context.Context) error {
 		s.cond.Broadcast()
 		return s.fatal
 	}
+	if lastSeq < s.seenSeq {
+		// A purge keeps the last sequence; only a new stream starts again.
+		s.fatal = fmt.Errorf("stream %q lost events it had acknowledged: its last sequence is %d but the relay saw sequence %d stored; was the stream deleted, recreated or restored from a backup? "+
+			"The relay stops rather than carry on as if the stream had them: restore the stream, or restart the relay to carry on in this stream after the last event it stored (%s)", s.cfg.Stream, lastSeq, s.seenSeq, s.stored)
+		s.cond.Broadcast()
+		return s.fatal
+	}
+	s.seenSeq = lastSeq
 	settled := 0
 	if found {
 		for s.head < len(s.queue) && s.queue[s.head].ev.Before(pos.CommitLSN, pos.TxSeq) {

@@ -86,6 +86,7 @@ type Sink struct {
 	epoch       uint64 // bumped by every resume; stale PubAcks are ignored
 	reply       string // where this epoch's PubAcks go: inbox + epoch
 	maxMsgSize  int    // the stream's max_msg_size as last read; <= 0 for none
+	seenSeq     uint64 // the highest stream sequence seen stored; the stream never goes below it
 	broken      error  // why the chain needs a resume; nil while healthy
 	resumed     bool   // the first resume is done
 	fatal       error

@@ -307,3 +307,51 @@ func TestSinkStopsWhenStreamLostEvents(t *testing.T) {
 	}
 	a.check(t, makeEvents(1, 10))
 }
+
+// A stream deleted while the sink runs, and created again empty by an
+// operator or by the sink itself, has none of the events the sink saw
+// stored, and its sequence starts again. Carrying on would hide that; the
+// sink must stop, and say what happened and what to do.
+func TestSinkStopsWhenStreamRecreated(t *testing.T) {
+	for _, tc := range []struct {
+		name     string
+		recreate bool // by the operator; otherwise the sink creates it again
+	}{{"recreated empty", true}, {"deleted", false}} {
+		t.Run(tc.name, func(t *testing.T) {
+			n := testenv.StartNATS(t)
+			nc := connect(t, n.URL())
+			js := newJS(t, nc)
+			a := newAcker()
+			s := startSink(t, nc, sink.Config{AckTimeout: 30 * time.Second, MaxResumeBackoff: 200 * time.Millisecond}, a)
+			publishAll(t, s, makeEvents(1, 10), 10*time.Second)
+
+			ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+			defer cancel()
+			if err := js.DeleteStream(ctx, testStream); err != nil {
+				t.Fatal(err)
+			}
+			if tc.recreate {
+				if _, err := js.CreateStream(ctx, jetstream.StreamConfig{Name: testStream, Subjects: []string{"outbox.>"}}); err != nil {
+					t.Fatal(err)
+				}
+			}
+			if err := s.Publish(ctx, makeEvents(11, 11)[0]); err != nil {
+				t.Fatal(err)
+			}
+			var err error
+			testenv.WaitFor(t, 10*time.Second, "the sink to stop", func() (bool, error) {
+				err = s.Err()
+				return err != nil, nil
+			})
+			for _, want := range []string{"lost events", "last sequence is 0", "saw sequence 10 stored", "restart the relay"} {
+				if !strings.Contains(err.Error(), want) {
+					t.Errorf("Err() = %q, want it to contain %q", err, want)
+				}
+			}
+			if msgs := readStream(t, js, testStream); len(msgs) != 0 {
+				t.Errorf("stream holds %d messages, want none: nothing is published after the loss", len(msgs))
+			}
+			a.check(t, makeEvents(1, 10))
+		})
+	}
+}
