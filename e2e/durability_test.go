@@ -92,6 +92,7 @@ func TestIdleSlotAdvances(t *testing.T) {
 	if err := e.pg.Exec(ctx, "CREATE TABLE busy (id bigserial PRIMARY KEY, pad text)"); err != nil {
 		t.Fatal(err)
 	}
+	_, before := e.slotLSNs()
 	for range 8 { // about 8 x 6 MB of WAL
 		if err := e.pg.Exec(ctx, "INSERT INTO busy (pad) SELECT repeat('y', 100) FROM generate_series(1, 40000)"); err != nil {
 			t.Fatal(err)
@@ -99,8 +100,10 @@ func TestIdleSlotAdvances(t *testing.T) {
 	}
 	confirmed, current := e.slotLSNs()
 	t.Logf("after the writes: WAL at %s, slot at %s (lag %d MB)", current, confirmed, (current-confirmed)>>20)
-	if current-confirmed < 20<<20 {
-		t.Fatalf("the test wrote only %d bytes of WAL past the slot; it needs tens of MB to mean anything", current-confirmed)
+	// On a slow machine the slot may keep up during the writes already; what
+	// matters is that there was a lot of WAL to keep up with.
+	if current-before < 20<<20 {
+		t.Fatalf("the test wrote only %d bytes of WAL; it needs tens of MB to mean anything", current-before)
 	}
 	start := time.Now()
 	testenv.WaitFor(t, 90*time.Second, "slot lag under 4 MB", func() (bool, error) {
