@@ -53,7 +53,7 @@ const (
 // Message is one item of the replication stream, in WAL order.
 type Message struct {
 	Kind     Kind
-	WALStart pglogrepl.LSN // Data: where the message starts; Restart: the start position
+	WALStart pglogrepl.LSN // Data: where the message starts (0/0 for a Relation); Restart: the start position
 	WALEnd   pglogrepl.LSN // Keepalive: the server's sent position
 	Data     []byte        // Data: the pgoutput message, owned by the receiver
 }
@@ -135,12 +135,12 @@ func (c *Capture) Run(ctx context.Context) error {
 		if ctx.Err() != nil {
 			return nil
 		}
+		msg := err.Error()
+		c.lastErr.Store(&msg)
 		var perm *PermanentError
 		if errors.As(err, &perm) {
 			return err
 		}
-		msg := err.Error()
-		c.lastErr.Store(&msg)
 		if started {
 			backoff = 0
 		}
@@ -192,12 +192,9 @@ func (c *Capture) session(ctx context.Context) (started bool, err error) {
 	}
 	defer conn.Close(context.Background())
 
-	slot, err := ensure(ctx, conn, c.cfg)
+	slot, err := ensure(ctx, conn, c.cfg) // ErrSlotActive when another process streams it
 	if err != nil {
 		return false, err
-	}
-	if slot.active {
-		return false, fmt.Errorf("replication slot %q is active for PID %s: %w", c.cfg.Slot, slot.activePID, ErrSlotActive)
 	}
 	args := []string{"proto_version '1'", "publication_names " + literal(c.cfg.Publication)}
 	if c.cfg.Messages {
@@ -334,7 +331,12 @@ func (c *Capture) emit(ctx context.Context, conn *pgconn.PgConn, floor pglogrepl
 			return false
 		case <-t.C:
 			if err := c.sendStatus(conn, floor, false); err != nil {
+				// The session is lost; the stream loop finds out at its next
+				// receive, once m is taken. Say so now.
 				c.log.Warn("send standby status", "err", err)
+				msg := err.Error()
+				c.lastErr.Store(&msg)
+				c.streaming.Store(false)
 			}
 		}
 	}
