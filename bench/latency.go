@@ -18,6 +18,7 @@ type latencyResult struct {
 	achieved       float64
 	p50, p99, p999 time.Duration
 	lagAfter       time.Duration // from the last commit until the stream held everything
+	cpu            string        // CPU time per event of each process, as for a drain
 }
 
 // liveLatency runs the relay against paced single-event transactions at
@@ -45,7 +46,15 @@ func liveLatency(rates []int, dur time.Duration) ([]latencyResult, error) {
 
 	var out []latencyResult
 	var total uint64
+	roots := map[int]string{e.pg.Pid(): "postgres", e.ns.Pid(): "nats-server", relay.Pid(): "relay"}
 	for _, rate := range rates {
+		before, start := sampleCPU(roots), time.Now()
+		profiled := make(chan error, 1)
+		if profile != "" {
+			go func() { profiled <- saveProfile(e.port, fmt.Sprintf("%s-live-%d.pprof", profile, rate)) }()
+		} else {
+			profiled <- nil
+		}
 		n, elapsed, lastCommit, err := pacedInserts(ctx, e.pg, rate, dur)
 		if err != nil {
 			return nil, err
@@ -55,6 +64,10 @@ func liveLatency(rates []int, dur time.Duration) ([]latencyResult, error) {
 			return nil, fmt.Errorf("at %d/s the stream did not catch up: %w", rate, err)
 		}
 		res := latencyResult{rate: rate, achieved: float64(n) / elapsed.Seconds(), lagAfter: time.Since(lastCommit)}
+		res.cpu = formatCPU(cpuUse(before, sampleCPU(roots)), n, time.Since(start).Seconds())
+		if err := <-profiled; err != nil {
+			return nil, err
+		}
 		lats, err := latencies(ctx, js, total-uint64(n)+1, total)
 		if err != nil {
 			return nil, err

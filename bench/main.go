@@ -28,7 +28,7 @@ func main() {
 	txSizes := flag.String("tx", "100,1", "comma-separated events per transaction")
 	rates := flag.String("rates", "1000,5000,10000", "comma-separated paced rates for the latency runs (empty: skip)")
 	latDur := flag.Duration("latency-duration", 10*time.Second, "how long each paced rate runs")
-	flag.StringVar(&profile, "cpuprofile", "", "write a CPU profile of the relay (first 3s of each drain) to this file prefix")
+	flag.StringVar(&profile, "cpuprofile", "", "write a CPU profile of the relay (first 3s of each drain and of each paced rate) to this file prefix")
 	flag.StringVar(&relayProcs, "relay-gomaxprocs", "", "GOMAXPROCS for the relay (empty: the relay's default, 1)")
 	flag.BoolVar(&pgSocket, "pg-socket", false, "connect the relay and the limits to Postgres over its Unix socket instead of TCP")
 	baseline := flag.Bool("baseline", true, "also run the polling-publisher baseline (bench/polling.go) on the same workloads")
@@ -110,6 +110,7 @@ func run(sizes, txSizes, rates string, latDur time.Duration) error {
 	}
 	for _, l := range lat {
 		fmt.Printf("%-10d %12.0f %10s %10s %10s %14s\n", l.rate, l.achieved, l.p50.Round(10*time.Microsecond), l.p99.Round(10*time.Microsecond), l.p999.Round(10*time.Microsecond), l.lagAfter.Round(time.Millisecond))
+		fmt.Printf("    cpu: %s (not counted: the inserting backends, which exit first)\n", l.cpu)
 	}
 	return nil
 }
