@@ -41,6 +41,7 @@ fuzz: ## each fuzz target for FUZZTIME (default 5m)
 	$(GO) test -run '^$$' -fuzz FuzzDecode -fuzztime $${FUZZTIME:-5m} ./decode/
 	$(GO) test -run '^$$' -fuzz FuzzParseConfig -fuzztime $${FUZZTIME:-5m} ./config/
 	$(GO) test -run '^$$' -fuzz FuzzEscape -fuzztime $${FUZZTIME:-5m} ./sink/
+	$(GO) test -run '^$$' -fuzz FuzzConfigTemplatesCompile -fuzztime $${FUZZTIME:-5m} ./sink/
 
 clean:
 	rm -rf bin .demo

@@ -5,6 +5,7 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/outboxrelay/outboxrelay/config"
 	"github.com/outboxrelay/outboxrelay/decode"
 	"github.com/outboxrelay/outboxrelay/sink"
 )
@@ -277,4 +278,37 @@ func TestNewRejectsBadTemplate(t *testing.T) {
 	if err == nil || !strings.Contains(err.Error(), "first token must be literal") {
 		t.Errorf("New with template %q: err = %v, want the template error", "{aggregate_id}", err)
 	}
+}
+
+// The config validates subject templates and the sink compiles them, each
+// with its own parser. Whatever the config accepts, the sink must compile,
+// to a subject that starts with the prefix the stream is made to capture:
+// otherwise the relay would start, and stop at its first event.
+func FuzzConfigTemplatesCompile(f *testing.F) {
+	for _, tmpl := range []string{
+		"outbox.{aggregate_type}.{aggregate_id}", "outbox.{aggregate_id}", "a.b.{aggregate_type}.x.{type}",
+		"outbox.{partition}.{aggregate_type}.{aggregate_id}", "o.agg-{aggregate_id}-x", "o.{aggregate_id}{type}",
+		"{aggregate_id}.x", "o..{aggregate_id}", "o.{aggregate_id}.", "o.{unknown}", "o.{aggregate_id", "o.a b.{type}",
+		"ö.{aggregate_id}", "o.*.{aggregate_id}", "o.>.{aggregate_id}", "o.{type}", "o.{{aggregate_id}}",
+	} {
+		f.Add(tmpl)
+	}
+	f.Fuzz(func(t *testing.T, tmpl string) {
+		yaml := fmt.Sprintf("postgres: {url: \"postgres://u@h/d\"}\nnats: {subject: %q, partitions: 4}\n", tmpl)
+		if !strings.Contains(tmpl, "{partition}") {
+			yaml = fmt.Sprintf("postgres: {url: \"postgres://u@h/d\"}\nnats: {subject: %q}\n", tmpl)
+		}
+		if _, err := config.ParseConfigEnv(strings.NewReader(yaml), func(string) (string, bool) { return "", false }); err != nil {
+			return // the config refuses it; the sink never sees it
+		}
+		s, err := sink.ParseSubject(tmpl)
+		if err != nil {
+			t.Fatalf("config accepts subject template %q, but the sink does not compile it: %v", tmpl, err)
+		}
+		s.Partitions = 4
+		got := string(s.Render(nil, &decode.Event{AggregateType: "order", AggregateID: "o-1", Type: "Created"}))
+		if !strings.HasPrefix(got, s.Prefix+".") {
+			t.Fatalf("template %q renders %q, outside the stream's %s.>", tmpl, got, s.Prefix)
+		}
+	})
 }
