@@ -30,6 +30,7 @@ func main() {
 	latDur := flag.Duration("latency-duration", 10*time.Second, "how long each paced rate runs")
 	flag.StringVar(&profile, "cpuprofile", "", "write a CPU profile of the relay (first 3s of each drain and of each paced rate) to this file prefix")
 	flag.StringVar(&relayProcs, "relay-gomaxprocs", "", "GOMAXPROCS for the relay (empty: the relay's default, 1)")
+	flag.BoolVar(&withLimits, "limits", true, "also measure the decode-only, publish-only and pg_recvlogical limits of each backlog (false: only the relay's drain, for quick A/B runs)")
 	flag.BoolVar(&pgSocket, "pg-socket", false, "connect the relay and the limits to Postgres over its Unix socket instead of TCP")
 	baseline := flag.Bool("baseline", true, "also run the polling-publisher baseline (bench/polling.go) on the same workloads")
 	flag.Parse()
@@ -46,6 +47,8 @@ func main() {
 var profile string
 
 var relayProcs string // GOMAXPROCS for the relay; empty leaves its default
+
+var withLimits = true // measure the limits beside each drain
 
 // pgSocket makes the relay and the limits reach Postgres over its Unix
 // socket, as a relay beside the database can; the default is TCP, as from a
@@ -87,7 +90,11 @@ func run(sizes, txSizes, rates string, latDur time.Duration) error {
 				return err
 			}
 			rate := float64(n) / res.secs
-			fmt.Printf("%-12d %9d %12.0f %12.0f %12.0f %7.2f %6.1f MiB %15.0f\n", tx, n, rate, res.decode, res.publish, rate/min(res.decode, res.publish), float64(res.rssKiB)/1024, res.recvlogical)
+			ratio := rate / min(res.decode, res.publish)
+			if !withLimits {
+				ratio = 0 // not measured
+			}
+			fmt.Printf("%-12d %9d %12.0f %12.0f %12.0f %7.2f %6.1f MiB %15.0f\n", tx, n, rate, res.decode, res.publish, ratio, float64(res.rssKiB)/1024, res.recvlogical)
 			fmt.Printf("    cpu: %s\n", formatCPU(res.cpu, n, res.secs))
 		}
 	}
@@ -144,19 +151,23 @@ func drain(n, txSize int) (result, error) {
 		return result{}, err
 	}
 	var res result
-	if res.decode, err = decodeLimit(pgURL(e.pg), "bench_decode", n); err != nil {
-		return result{}, err
-	}
-	if res.recvlogical, err = recvlogicalLimit(ctx, e.pg, "bench_recvlogical", n); err != nil {
-		return result{}, err
+	if withLimits {
+		if res.decode, err = decodeLimit(pgURL(e.pg), "bench_decode", n); err != nil {
+			return result{}, err
+		}
+		if res.recvlogical, err = recvlogicalLimit(ctx, e.pg, "bench_recvlogical", n); err != nil {
+			return result{}, err
+		}
 	}
 	for _, slot := range []string{"bench_decode", "bench_recvlogical"} {
 		if err := e.pg.Exec(ctx, "SELECT pg_drop_replication_slot($1)", slot); err != nil {
 			return result{}, err
 		}
 	}
-	if res.publish, err = publishLimit(e.ns.URL(), "OUTBOX", n); err != nil {
-		return result{}, err
+	if withLimits {
+		if res.publish, err = publishLimit(e.ns.URL(), "OUTBOX", n); err != nil {
+			return result{}, err
+		}
 	}
 
 	roots := map[int]string{e.pg.Pid(): "postgres", e.ns.Pid(): "nats-server"}
