@@ -74,7 +74,7 @@ func (m *metrics) register(cp *capture.Capture, sk *sink.Sink, tr *checkpoint.Tr
 	gauge("outboxrelay_ready", "1 while the relay holds the slot and is streaming.",
 		func() float64 { ok, _ := readiness(cp, sk, p)(); return b2f(ok) })
 	gauge("outboxrelay_halted", "1 when the relay stopped at an event it cannot publish (see the log).",
-		func() float64 { return b2f(p.halted() != "" || sk.Err() != nil) })
+		func() float64 { return b2f(haltReason(p, sk) != "") })
 	m.reg.MustRegister(haltCollector{func() *sink.InvalidEventError {
 		if inv := p.haltEvent.Load(); inv != nil {
 			return inv

@@ -101,7 +101,7 @@ func relay(ctx context.Context, cfg config.Config, log *slog.Logger) error {
 		err := p.run(runCtx, cp.Messages())
 		dctx, dcancel := context.WithTimeout(context.WithoutCancel(ctx), drainTimeout)
 		defer dcancel()
-		if derr := sk.Drain(dctx); derr != nil && p.halted() == "" {
+		if derr := sk.Drain(dctx); derr != nil && haltReason(p, sk) == "" {
 			log.Warn("stopping with events in flight; they will be published again after restart", "err", derr)
 		}
 		stopAll() // capture confirms the watermark once more, then returns
@@ -109,10 +109,23 @@ func relay(ctx context.Context, cfg config.Config, log *slog.Logger) error {
 	})
 	err = g.Wait()
 	log.Info("stopped", "confirmed_lsn", cp.Stats().Confirmed.String())
-	if err == nil && p.halted() != "" {
-		return fmt.Errorf("halted: %s", p.halted())
+	if h := haltReason(p, sk); err == nil && h != "" {
+		return fmt.Errorf("halted: %s", h)
 	}
 	return err
+}
+
+// haltReason says why the relay halted, or "" while it has not: the
+// pipeline halts at an event it cannot publish, and the sink at a stream
+// that cannot be used any more (one that lost acknowledged events, say).
+func haltReason(p *pipeline, sk *sink.Sink) string {
+	if h := p.halted(); h != "" {
+		return h
+	}
+	if err := sk.Err(); err != nil {
+		return err.Error()
+	}
+	return ""
 }
 
 // pipeline decodes replication messages into events and hands them to the
@@ -265,7 +278,7 @@ func sources(o config.Outbox) (tables []decode.Table, subjects, names []string) 
 // readiness reports whether the relay holds the slot and is streaming.
 func readiness(cp *capture.Capture, sk *sink.Sink, p *pipeline) func() (bool, string) {
 	return func() (bool, string) {
-		if h := p.halted(); h != "" {
+		if h := haltReason(p, sk); h != "" {
 			return false, "halted: " + h
 		}
 		if ok, why := cp.Streaming(); !ok {

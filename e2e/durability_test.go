@@ -3,6 +3,7 @@ package e2e_test
 import (
 	"context"
 	"fmt"
+	"strings"
 	"syscall"
 	"testing"
 	"time"
@@ -124,4 +125,58 @@ func merge(ws ...*written) *written {
 		}
 	}
 	return out
+}
+
+// TestStreamDeletedWhileRunning: someone deletes the relay's stream while it
+// runs. The events it held are gone, and the relay must say so and stop,
+// not carry on quietly. The documented fix is a restart: the relay then
+// carries on into the stream from the slot's position, which is past the
+// events the old stream had stored.
+func TestStreamDeletedWhileRunning(t *testing.T) {
+	e := newEnv(t)
+	relay := e.startRelay()
+	js := e.js()
+	for i := range 3 {
+		e.insertRow("order", "o-1", fmt.Sprintf("step-%d", i), `{}`)
+	}
+	e.waitStreamCount(js, 3, time.Minute)
+	e.waitConfirmedPast(e.currentLSN(), time.Minute)
+
+	ctx := context.Background()
+	if err := js.DeleteStream(ctx, "OUTBOX"); err != nil {
+		t.Fatal(err)
+	}
+	after := []string{e.insertRow("order", "o-1", "step-3", `{}`), e.insertRow("order", "o-1", "step-4", `{}`)}
+	if err := relay.WaitForOutput("lost events it had acknowledged", 30*time.Second); err != nil {
+		t.Fatal(err)
+	}
+	for _, want := range []string{"its last sequence is 0 but the relay saw sequence 3 stored", "restart the relay"} {
+		if !strings.Contains(relay.Output(), want) {
+			t.Errorf("relay output lacks %q:\n%s", want, grepLine(relay.Output(), "lost events"))
+		}
+	}
+	if m := e.metrics(); !strings.Contains(m, "outboxrelay_halted 1\n") {
+		t.Errorf("metrics do not report the halt:\n%s", grepLine(m, "outboxrelay_halted"))
+	}
+	if ok, err := e.ready(); ok || err != nil {
+		t.Errorf("/readyz: ready=%v (%v) after the halt, want not ready", ok, err)
+	}
+	if err := relay.Signal(syscall.SIGTERM); err != nil {
+		t.Fatal(err)
+	}
+	if code, err := relay.Wait(30 * time.Second); err != nil || code != 1 {
+		t.Errorf("the halted relay stopped with exit code %d (%v), want 1", code, err)
+	}
+
+	e.startRelay()
+	e.waitStreamCount(js, 2, time.Minute)
+	msgs := readStream(t, js)
+	if len(msgs) != 2 {
+		t.Fatalf("the new stream holds %d messages, want the 2 written after the deletion", len(msgs))
+	}
+	for i, want := range after {
+		if got := msgs[i].Header.Get("Nats-Msg-Id"); got != want {
+			t.Errorf("message %d is %s, want %s", i, got, want)
+		}
+	}
 }
