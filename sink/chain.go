@@ -139,14 +139,16 @@ func (s *Sink) onAck(m *nats.Msg) {
 		// (possible only when the position could not be read back, see
 		// lastPosition). Events are stored in order, so the oldest on the
 		// wire was stored before too, whichever send this PubAck is for.
+		predicted := s.queue[s.head].seq
 		s.popLocked()
-		s.breakLocked(fmt.Errorf("stream had already stored an event, at sequence %d (duplicate), relay predicted %d", ack.Seq, s.queue[s.head-1].seq))
+		s.breakLocked(fmt.Errorf("stream had already stored an event, at sequence %d (duplicate), relay predicted %d", ack.Seq, predicted))
 		return
 	}
-	head := s.queue[s.head].seq
+	// Sends on the wire took consecutive sequences, so ack.Seq names one.
+	head, last := s.queue[s.head].seq, s.queue[s.sent-1].seq
 	i := s.head + int(ack.Seq-head)
-	if ack.Seq < head || i >= s.sent || s.queue[i].seq != ack.Seq {
-		s.breakLocked(fmt.Errorf("stream stored sequence %d, relay predicted %d to %d", ack.Seq, head, s.queue[s.sent-1].seq))
+	if ack.Seq < head || ack.Seq > last || s.queue[i].seq != ack.Seq {
+		s.breakLocked(fmt.Errorf("stream stored sequence %d, relay predicted %d to %d", ack.Seq, head, last))
 		return
 	}
 	// The chain guarantees that a message stored at seq follows everything

@@ -276,6 +276,13 @@ type storedMsg struct {
 // fails t unless the stream holds exactly its sequences 1..n without gaps.
 func readStream(t *testing.T, js jetstream.JetStream, stream string) []storedMsg {
 	t.Helper()
+	return readStreamFrom(t, js, stream, 1)
+}
+
+// readStreamFrom is readStream for a stream whose first sequence is first
+// (after a purge, say).
+func readStreamFrom(t *testing.T, js jetstream.JetStream, stream string, first uint64) []storedMsg {
+	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
 	st, err := js.Stream(ctx, stream)
@@ -287,8 +294,8 @@ func readStream(t *testing.T, js jetstream.JetStream, stream string) []storedMsg
 		t.Fatal(err)
 	}
 	n := int(info.State.Msgs)
-	if n > 0 && (info.State.FirstSeq != 1 || info.State.LastSeq != uint64(n)) {
-		t.Errorf("stream holds %d messages at sequences %d..%d, want 1..%d", n, info.State.FirstSeq, info.State.LastSeq, n)
+	if n > 0 && (info.State.FirstSeq != first || info.State.LastSeq != first+uint64(n)-1) {
+		t.Errorf("stream holds %d messages at sequences %d..%d, want %d..%d", n, info.State.FirstSeq, info.State.LastSeq, first, first+uint64(n)-1)
 	}
 	if n == 0 {
 		return nil

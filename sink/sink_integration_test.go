@@ -355,3 +355,47 @@ func TestSinkStopsWhenStreamRecreated(t *testing.T) {
 		})
 	}
 }
+
+// After a purge the stream's last message is gone, so a new sink cannot read
+// where the old one stopped, and sends again what the slot had not
+// confirmed. The duplicate window then answers each of those with a
+// duplicate PubAck, which must settle that event (it is stored) and go on:
+// none is stored twice or lost, and the new events follow.
+func TestSinkSettlesDuplicatesAfterPurge(t *testing.T) {
+	n := testenv.StartNATS(t)
+	nc := connect(t, n.URL())
+	js := newJS(t, nc)
+	cfg := sink.Config{AckTimeout: 30 * time.Second, MaxResumeBackoff: 100 * time.Millisecond}
+	aA := newAcker()
+	sA := newSink(t, nc, cfg, aA)
+	stopA := run(t, sA)
+	publishAll(t, sA, makeEvents(1, 5), 10*time.Second)
+	stopA()
+
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	st, err := js.Stream(ctx, testStream)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := st.Purge(ctx); err != nil {
+		t.Fatal(err)
+	}
+
+	// The slot had confirmed only up to event 2: 3..5 come again, then 6..8.
+	aB := newAcker()
+	sB := newSink(t, nc, cfg, aB)
+	run(t, sB)
+	publishAll(t, sB, makeEvents(3, 8), 20*time.Second)
+	aB.check(t, makeEvents(3, 8))
+	msgs := readStreamFrom(t, js, testStream, 6)
+	want := makeEvents(6, 8)
+	if len(msgs) != len(want) {
+		t.Fatalf("stream holds %d messages after the purge, want %d (events 6..8)", len(msgs), len(want))
+	}
+	for i, m := range msgs {
+		if got := m.Header.Get("Outbox-Event-Id"); got != want[i].ID || m.Seq != uint64(6+i) {
+			t.Errorf("message %d: event %s at sequence %d, want %s at %d", i, got, m.Seq, want[i].ID, 6+i)
+		}
+	}
+}
