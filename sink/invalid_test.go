@@ -231,6 +231,46 @@ func TestSinkStreamMaxMsgSize(t *testing.T) {
 	}
 }
 
+// With a dead-letter subject, an event over the stream's max_msg_size goes
+// there without its payload, in its place in the order, and the events
+// after it follow: the size check before sending must not stop the chain.
+func TestSinkDeadLettersOverStreamMaxMsgSize(t *testing.T) {
+	n := testenv.StartNATS(t)
+	nc := connect(t, n.URL())
+	js := newJS(t, nc)
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	if _, err := js.CreateStream(ctx, jetstream.StreamConfig{
+		Name: testStream, Subjects: []string{"outbox.>"}, MaxMsgSize: 2048,
+	}); err != nil {
+		t.Fatal(err)
+	}
+	a := newAcker()
+	s := startSink(t, nc, sink.Config{DeadLetterSubject: "outbox.dead_letter"}, a)
+	evs := makeEvents(1, 4)
+	evs[1].Payload = bytes.Repeat([]byte("y"), 4096)
+	publishAll(t, s, evs, 15*time.Second)
+
+	msgs := readStream(t, js, testStream)
+	a.check(t, makeEvents(1, 4))
+	if len(msgs) != 4 {
+		t.Fatalf("stream holds %d messages, want 4", len(msgs))
+	}
+	for i, m := range msgs {
+		if got := m.Header.Get("Outbox-Event-Id"); got != evs[i].ID {
+			t.Errorf("sequence %d holds %s, want %s", m.Seq, got, evs[i].ID)
+		}
+	}
+	dl := msgs[1]
+	if dl.Subject != "outbox.dead_letter" || len(dl.Data) != 0 || !strings.Contains(dl.Header.Get("Outbox-Error"), "max_msg_size of 2048 bytes") {
+		t.Errorf("dead letter: subject %q, %d bytes of data, Outbox-Error %q; want outbox.dead_letter, none, and the max_msg_size named",
+			dl.Subject, len(dl.Data), dl.Header.Get("Outbox-Error"))
+	}
+	if got := s.Stats().Resumes; got != 1 {
+		t.Errorf("Stats().Resumes = %d, want 1: the oversized event must not break the chain", got)
+	}
+}
+
 // Outbox-Aggregate-Id is the aggregate id unescaped (DESIGN.md, "Messages"),
 // and Nats-Msg-Id the event id. NATS headers cannot carry CR or LF, and
 // nats.go trims white space around values, so a value with those cannot be
