@@ -169,7 +169,17 @@ func TestNATSCluster(t *testing.T) {
 	if err := follower.Kill(); err != nil {
 		t.Fatal(err)
 	}
-	if _, err := js.Publish(ctx, "events.a", []byte("two")); err != nil {
+	// A publish can go unanswered while the cluster notices the dead node,
+	// or while the client reconnects if it was connected to it; a client
+	// then sends again, and the message id keeps it to one copy. Seen on a
+	// slow machine: one attempt waited out the test's whole minute.
+	err = testenv.Poll(40*time.Second, func() (bool, error) {
+		attempt, cancel := context.WithTimeout(ctx, 5*time.Second)
+		defer cancel()
+		_, err := js.Publish(attempt, "events.a", []byte("two"), jetstream.WithMsgID("two"))
+		return err == nil, err
+	})
+	if err != nil {
 		t.Fatalf("publish with follower %s dead: %v", follower.Name(), err)
 	}
 	if err := follower.Start(); err != nil {
