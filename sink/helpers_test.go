@@ -378,3 +378,18 @@ func tail(s string, n int) string {
 	}
 	return strings.Join(lines, "\n")
 }
+
+// waitStopped waits until s has stopped for good and returns its Err. While
+// it has not, the failure says why s is not healthy, if it is not.
+func waitStopped(t *testing.T, s *sink.Sink, what string, timeout time.Duration) error {
+	t.Helper()
+	var err error
+	testenv.WaitFor(t, timeout, what, func() (bool, error) {
+		if err = s.Err(); err != nil {
+			return true, nil
+		}
+		_, why := s.Healthy()
+		return false, fmt.Errorf("still running (not healthy because: %q)", why)
+	})
+	return err
+}

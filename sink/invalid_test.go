@@ -39,11 +39,7 @@ func TestSinkMaxPayload(t *testing.T) {
 				t.Fatalf("Publish(%s): %v", ev.ID, err)
 			}
 		}
-		var err error
-		testenv.WaitFor(t, 10*time.Second, "the sink to stop", func() (bool, error) {
-			err = s.Err()
-			return err != nil, nil
-		})
+		err := waitStopped(t, s, "the sink to stop", 10*time.Second)
 		var inv *sink.InvalidEventError
 		if !errors.As(err, &inv) {
 			t.Fatalf("Err() = %v, want an *InvalidEventError", err)
@@ -216,15 +212,7 @@ func TestSinkStreamMaxMsgSize(t *testing.T) {
 			t.Fatalf("Publish(%s): %v", ev.ID, err)
 		}
 	}
-	var err error
-	testenv.WaitFor(t, 5*time.Second, "the sink to stop at the oversized event", func() (bool, error) {
-		err = s.Err()
-		if err == nil {
-			_, why := s.Healthy()
-			return false, errors.New(why)
-		}
-		return true, nil
-	})
+	err := waitStopped(t, s, "the sink to stop at the oversized event", 5*time.Second)
 	var inv *sink.InvalidEventError
 	if !errors.As(err, &inv) || inv.Event.ID != "ev-00002" {
 		t.Errorf("Err() = %v, want an *InvalidEventError for ev-00002", err)
@@ -338,10 +326,7 @@ func TestSinkStreamMaxMsgSizeLowered(t *testing.T) {
 			t.Fatalf("Publish(%s): %v", ev.ID, err)
 		}
 	}
-	testenv.WaitFor(t, 10*time.Second, "the sink to stop at the oversized event", func() (bool, error) {
-		err = s.Err()
-		return err != nil, nil
-	})
+	err = waitStopped(t, s, "the sink to stop at the oversized event", 10*time.Second)
 	var inv *sink.InvalidEventError
 	if !errors.As(err, &inv) || inv.Event.ID != "ev-00005" {
 		t.Fatalf("Err() = %v, want an *InvalidEventError for ev-00005", err)

@@ -180,11 +180,7 @@ func TestSinkRefusesSharedStream(t *testing.T) {
 	if err := s.Publish(ctx, makeEvents(1, 1)[0]); err != nil && !errors.Is(err, sink.ErrSharedStream) {
 		t.Fatalf("Publish: %v", err)
 	}
-	var err error
-	testenv.WaitFor(t, 10*time.Second, "the sink to stop", func() (bool, error) {
-		err = s.Err()
-		return err != nil, nil
-	})
+	err := waitStopped(t, s, "the sink to stop", 10*time.Second)
 	if !errors.Is(err, sink.ErrSharedStream) {
 		t.Fatalf("Err() = %v, want it to wrap ErrSharedStream", err)
 	}
@@ -292,11 +288,7 @@ func TestSinkStopsWhenStreamLostEvents(t *testing.T) {
 	if err := s.Publish(ctx, makeEvents(11, 11)[0]); err != nil {
 		t.Fatal(err)
 	}
-	var err error
-	testenv.WaitFor(t, 10*time.Second, "the sink to stop", func() (bool, error) {
-		err = s.Err()
-		return err != nil, nil
-	})
+	err := waitStopped(t, s, "the sink to stop", 10*time.Second)
 	for _, want := range []string{"lost events", lsnString(makeEvents(5, 5)[0].CommitLSN), lsnString(makeEvents(10, 10)[0].CommitLSN)} {
 		if !strings.Contains(err.Error(), want) {
 			t.Errorf("Err() = %q, want it to contain %q", err, want)
@@ -338,11 +330,7 @@ func TestSinkStopsWhenStreamRecreated(t *testing.T) {
 			if err := s.Publish(ctx, makeEvents(11, 11)[0]); err != nil {
 				t.Fatal(err)
 			}
-			var err error
-			testenv.WaitFor(t, 10*time.Second, "the sink to stop", func() (bool, error) {
-				err = s.Err()
-				return err != nil, nil
-			})
+			err := waitStopped(t, s, "the sink to stop", 10*time.Second)
 			for _, want := range []string{"lost events", "last sequence is 0", "saw sequence 10 stored", "restart the relay"} {
 				if !strings.Contains(err.Error(), want) {
 					t.Errorf("Err() = %q, want it to contain %q", err, want)

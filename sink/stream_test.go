@@ -199,11 +199,7 @@ func TestSinkStreamConfigError(t *testing.T) {
 	}
 	a := newAcker()
 	s := startSink(t, nc, sink.Config{}, a)
-	var err error
-	testenv.WaitFor(t, 10*time.Second, "the sink to stop", func() (bool, error) {
-		err = s.Err()
-		return err != nil, nil
-	})
+	err := waitStopped(t, s, "the sink to stop", 10*time.Second)
 	var cfgErr *sink.StreamConfigError
 	if !errors.As(err, &cfgErr) {
 		t.Fatalf("Err() = %v, want a *StreamConfigError", err)
