@@ -186,7 +186,7 @@ func isSlotActive(err error) bool {
 // session runs one replication connection. started reports whether
 // START_REPLICATION succeeded.
 func (c *Capture) session(ctx context.Context) (started bool, err error) {
-	conn, err := connect(ctx, c.cfg.URL)
+	conn, err := connect(ctx, c.cfg.URL, readCoalesce)
 	if err != nil {
 		return false, err
 	}

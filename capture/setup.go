@@ -8,19 +8,24 @@ import (
 	"net"
 	"strconv"
 	"strings"
+	"time"
 
 	"github.com/jackc/pglogrepl"
 	"github.com/jackc/pgx/v5/pgconn"
 )
 
 // connect opens a replication connection (replication=database), which also
-// accepts simple SQL queries.
-func connect(ctx context.Context, url string) (*pgconn.PgConn, error) {
+// accepts simple SQL queries. With readWait above 0 its reads coalesce (see
+// readCoalesce).
+func connect(ctx context.Context, url string, readWait time.Duration) (*pgconn.PgConn, error) {
 	cfg, err := pgconn.ParseConfig(url)
 	if err != nil {
 		return nil, fmt.Errorf("postgres.url: %w", err)
 	}
 	cfg.RuntimeParams["replication"] = "database"
+	if readWait > 0 {
+		coalesceReads(cfg, readWait)
+	}
 	if cfg.RuntimeParams["application_name"] == "" {
 		cfg.RuntimeParams["application_name"] = "outboxrelay"
 	}

@@ -1,0 +1,64 @@
+package capture
+
+import (
+	"net"
+	"testing"
+	"time"
+)
+
+// scriptedConn returns its chunks one per Read.
+type scriptedConn struct {
+	net.Conn
+	chunks [][]byte
+}
+
+func (s *scriptedConn) Read(p []byte) (int, error) {
+	n := copy(p, s.chunks[0])
+	s.chunks = s.chunks[1:]
+	return n, nil
+}
+
+func TestCoalescingConnWaitsOnlyAfterEmptyingTheSocket(t *testing.T) {
+	const wait = time.Millisecond
+	clock := time.Unix(1000, 0)
+	var slept []time.Duration
+	c := &coalescingConn{
+		Conn: &scriptedConn{chunks: [][]byte{
+			[]byte("0123"), // fills the 4-byte buffer: more may be waiting
+			[]byte("ab"),   // less than asked: the socket is empty
+			[]byte("cd"),   // after a wait; empties it again
+			[]byte("efgh"), // read late, after the wait had passed
+			[]byte("ij"),   // no wait before it (the last read filled its buffer)
+		}},
+		wait:  wait,
+		now:   func() time.Time { return clock },
+		sleep: func(d time.Duration) { slept = append(slept, d); clock = clock.Add(d) },
+	}
+	read := func(want string, advance time.Duration) {
+		t.Helper()
+		clock = clock.Add(advance) // the caller's work before this read
+		buf := make([]byte, 4)
+		n, err := c.Read(buf)
+		if err != nil || string(buf[:n]) != want {
+			t.Fatalf("Read = %q, %v; want %q", buf[:n], err, want)
+		}
+	}
+
+	read("0123", 0)
+	read("ab", 0)
+	if len(slept) != 0 {
+		t.Fatalf("waited %v after a read that filled its buffer; want no wait", slept)
+	}
+	read("cd", 300*time.Microsecond)
+	if len(slept) != 1 || slept[0] != 700*time.Microsecond {
+		t.Fatalf("waited %v after emptying the socket and 300µs of work; want [700µs]", slept)
+	}
+	read("efgh", 2*time.Millisecond)
+	if len(slept) != 1 {
+		t.Fatalf("waited %v although the wait had passed; want no new wait", slept)
+	}
+	read("ij", 0)
+	if len(slept) != 1 {
+		t.Fatalf("waited %v after a read that filled its buffer; want no new wait", slept)
+	}
+}
