@@ -76,6 +76,28 @@ func sampleCPU(roots map[int]string) cpuSample {
 	return out
 }
 
+// backendCPU is the CPU time, in seconds, of the Postgres backends serving
+// conns, read before they close: the latency runs' inserting backends start
+// after the first sample and exit before the second.
+func backendCPU(pids []uint32) float64 {
+	var ticks int64
+	for _, pid := range pids {
+		b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
+		if err != nil {
+			continue
+		}
+		s := string(b)
+		if i := strings.LastIndexByte(s, ')'); i >= 0 && i+2 <= len(s) {
+			if f := strings.Fields(s[i+2:]); len(f) >= 13 {
+				ut, _ := strconv.ParseInt(f[11], 10, 64)
+				st, _ := strconv.ParseInt(f[12], 10, 64)
+				ticks += ut + st
+			}
+		}
+	}
+	return float64(ticks) / ticksPerSec
+}
+
 func isWalsender(pid int) bool {
 	b, _ := os.ReadFile(fmt.Sprintf("/proc/%d/cmdline", pid))
 	return strings.Contains(string(b), "walsender")
@@ -93,7 +115,7 @@ func cpuUse(before, after cpuSample) map[string]float64 {
 }
 
 // cpuRoles is the order the bench prints roles in.
-var cpuRoles = []string{"relay", "walsender", "postgres", "nats-server"}
+var cpuRoles = []string{"relay", "walsender", "postgres", "nats-server", "inserts"}
 
 // formatCPU renders CPU use as microseconds per event by role, and the cores
 // all of them used on average over secs.
@@ -101,6 +123,9 @@ func formatCPU(use map[string]float64, events int, secs float64) string {
 	var parts []string
 	total := 0.0
 	for _, r := range cpuRoles {
+		if _, ok := use[r]; !ok && r == "inserts" {
+			continue // a drain's backlog was written before it
+		}
 		parts = append(parts, fmt.Sprintf("%s %.1f", r, use[r]/float64(events)*1e6))
 		total += use[r]
 	}

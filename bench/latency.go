@@ -1,11 +1,11 @@
 package main
 
 import (
+	"bufio"
 	"context"
 	"fmt"
+	"os"
 	"slices"
-	"strings"
-	"sync"
 	"time"
 
 	"github.com/nats-io/nats.go/jetstream"
@@ -55,20 +55,27 @@ func liveLatency(rates []int, dur time.Duration) ([]latencyResult, error) {
 		} else {
 			profiled <- nil
 		}
-		n, elapsed, lastCommit, err := pacedInserts(ctx, e.pg, rate, dur)
+		p, err := pacedInserts(ctx, e.pg, rate, dur)
 		if err != nil {
 			return nil, err
 		}
+		n := p.n
 		total += uint64(n)
 		if err := e.waitStream(relay, total, time.Minute); err != nil {
 			return nil, fmt.Errorf("at %d/s the stream did not catch up: %w", rate, err)
 		}
-		res := latencyResult{rate: rate, achieved: float64(n) / elapsed.Seconds(), lagAfter: time.Since(lastCommit)}
-		res.cpu = formatCPU(cpuUse(before, sampleCPU(roots)), n, time.Since(start).Seconds())
+		res := latencyResult{rate: rate, achieved: float64(n) / p.elapsed.Seconds(), lagAfter: time.Since(p.lastCommit)}
+		after := sampleCPU(roots)
+		for _, pid := range p.backends {
+			delete(after, int(pid)) // an exiting backend may still be there
+		}
+		use := cpuUse(before, after)
+		use["inserts"] = p.backendCPU
+		res.cpu = formatCPU(use, n, time.Since(start).Seconds())
 		if err := <-profiled; err != nil {
 			return nil, err
 		}
-		lats, err := latencies(ctx, js, total-uint64(n)+1, total)
+		lats, err := latencies(ctx, js, total-uint64(n)+1, total, csvPath("relay", rate))
 		if err != nil {
 			return nil, err
 		}
@@ -78,55 +85,32 @@ func liveLatency(rates []int, dur time.Duration) ([]latencyResult, error) {
 	return out, nil
 }
 
-// pacedInserts commits single-event transactions at rate per second for
-// dur, from enough connections to keep up.
-func pacedInserts(ctx context.Context, pg *testenv.Postgres, rate int, dur time.Duration) (n int, elapsed time.Duration, last time.Time, err error) {
-	const writers = 8
-	pad := strings.Repeat("x", 200)
-	interval := time.Duration(int64(time.Second) * writers / int64(rate))
-	var mu sync.Mutex
-	var wg sync.WaitGroup
-	errs := make(chan error, writers)
-	start := time.Now()
-	for w := range writers {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			conn, err := pg.Connect(ctx)
-			if err != nil {
-				errs <- err
-				return
-			}
-			defer conn.Close(context.Background())
-			next := start.Add(time.Duration(w) * interval / writers)
-			for i := 0; time.Since(start) < dur; i++ {
-				time.Sleep(time.Until(next)) // pacing the load, not waiting for a condition
-				next = next.Add(interval)
-				_, err := conn.Exec(ctx, `INSERT INTO outbox (aggregatetype, aggregateid, type, payload)
-					VALUES ('order', $1, 'OrderUpdated', jsonb_build_object('n', $2::int, 'pad', $3::text))`,
-					fmt.Sprintf("agg-%d", (w*100000+i)%10000), i, pad)
-				if err != nil {
-					errs <- err
-					return
-				}
-				mu.Lock()
-				n++
-				last = time.Now()
-				mu.Unlock()
-			}
-		}()
+// latencyCSV, when set, is a file prefix: each paced run writes every
+// event's commit time and commit→stored latency there, to see when a tail
+// happened and what else happened then.
+var latencyCSV string
+
+func csvPath(who string, rate int) string {
+	if latencyCSV == "" {
+		return ""
 	}
-	wg.Wait()
-	close(errs)
-	if err := <-errs; err != nil {
-		return 0, 0, time.Time{}, err
-	}
-	return n, time.Since(start), last, nil
+	return fmt.Sprintf("%s-%s-%d.csv", latencyCSV, who, rate)
 }
 
 // latencies reads stream messages first..last and returns commit→stored
-// for each.
-func latencies(ctx context.Context, js jetstream.JetStream, first, last uint64) ([]time.Duration, error) {
+// for each; with a csv path it also writes them there.
+func latencies(ctx context.Context, js jetstream.JetStream, first, last uint64, csv string) ([]time.Duration, error) {
+	var w *bufio.Writer
+	if csv != "" {
+		f, err := os.Create(csv)
+		if err != nil {
+			return nil, err
+		}
+		defer f.Close()
+		w = bufio.NewWriter(f)
+		defer w.Flush()
+		fmt.Fprintln(w, "stream_seq,commit_unix_ns,stored_unix_ns,latency_us")
+	}
 	cons, err := js.OrderedConsumer(ctx, "OUTBOX", jetstream.OrderedConsumerConfig{
 		DeliverPolicy: jetstream.DeliverByStartSequencePolicy, OptStartSeq: first,
 	})
@@ -151,6 +135,9 @@ func latencies(ctx context.Context, js jetstream.JetStream, first, last uint64) 
 				return nil, err
 			}
 			out = append(out, md.Timestamp.Sub(committed))
+			if w != nil {
+				fmt.Fprintf(w, "%d,%d,%d,%d\n", md.Sequence.Stream, committed.UnixNano(), md.Timestamp.UnixNano(), md.Timestamp.Sub(committed).Microseconds())
+			}
 		}
 		if got == 0 {
 			return nil, fmt.Errorf("read %d of %d messages", len(out), last-first+1)

@@ -11,6 +11,7 @@ package main
 
 import (
 	"context"
+	"errors"
 	"flag"
 	"fmt"
 	"io"
@@ -32,6 +33,14 @@ func main() {
 	flag.StringVar(&relayProcs, "relay-gomaxprocs", "", "GOMAXPROCS for the relay (empty: the relay's default, 1)")
 	flag.BoolVar(&withLimits, "limits", true, "also measure the decode-only, publish-only and pg_recvlogical limits of each backlog (false: only the relay's drain, for quick A/B runs)")
 	flag.BoolVar(&pgSocket, "pg-socket", false, "connect the relay and the limits to Postgres over its Unix socket instead of TCP")
+	flag.Func("paced-by", "who commits the latency runs' paced inserts: postgres (a procedure, the default) or client (this process, over 8 connections)", func(v string) error {
+		if v != "postgres" && v != "client" {
+			return errors.New("want postgres or client")
+		}
+		pacedBy = v
+		return nil
+	})
+	flag.StringVar(&latencyCSV, "latency-csv", "", "write each paced run's per-event commit time and latency to PREFIX-relay-RATE.csv (and -polling-)")
 	baseline := flag.Bool("baseline", true, "also run the polling-publisher baseline (bench/polling.go) on the same workloads")
 	flag.Parse()
 	err := run(*sizes, *txSizes, *rates, *latDur)
@@ -75,16 +84,16 @@ func run(sizes, txSizes, rates string, latDur time.Duration) error {
 	fmt.Println("backlog to /dev/null, for reference. cpu = CPU time per event of each process during the relay's drain.")
 	fmt.Println()
 	fmt.Printf("%-12s %9s %12s %12s %12s %7s %10s %15s\n", "events/tx", "events", "relay ev/s", "decode ev/s", "publish m/s", "ratio", "peak RSS", "pg_recvlogical")
-	for _, ns := range strings.Split(sizes, ",") {
-		n, err := strconv.Atoi(ns)
-		if err != nil {
-			return err
-		}
-		for _, ts := range strings.Split(txSizes, ",") {
-			tx, err := strconv.Atoi(ts)
-			if err != nil {
-				return err
-			}
+	ns, err := ints("-n", sizes)
+	if err != nil {
+		return err
+	}
+	txs, err := ints("-tx", txSizes)
+	if err != nil {
+		return err
+	}
+	for _, n := range ns {
+		for _, tx := range txs {
 			res, err := drain(n, tx)
 			if err != nil {
 				return err
@@ -98,18 +107,18 @@ func run(sizes, txSizes, rates string, latDur time.Duration) error {
 			fmt.Printf("    cpu: %s\n", formatCPU(res.cpu, n, res.secs))
 		}
 	}
-	if rates == "" {
-		return nil
+	rs, err := ints("-rates", rates)
+	if err != nil || len(rs) == 0 {
+		return err
 	}
-	var rs []int
-	for _, r := range strings.Split(rates, ",") {
-		v, err := strconv.Atoi(r)
-		if err != nil {
-			return err
-		}
-		rs = append(rs, v)
+	fmt.Printf("\nLive latency, commit -> stored (Outbox-Commit-Time vs JetStream timestamp), single-event transactions, %s per rate,\n", latDur)
+	if pacedBy == "postgres" {
+		fmt.Println("committed by a procedure inside Postgres (-paced-by client: from the bench over TCP instead).")
+	} else {
+		fmt.Println("committed by the bench over TCP from 8 connections (its own CPU is not counted below).")
 	}
-	fmt.Printf("\nLive latency, commit -> stored (Outbox-Commit-Time vs JetStream timestamp), single-event transactions, %s per rate\n\n", latDur)
+	fmt.Println("cpu: as for a drain, plus inserts = the inserting backends.")
+	fmt.Println()
 	fmt.Printf("%-10s %12s %10s %10s %10s %14s\n", "target/s", "achieved/s", "p50", "p99", "p99.9", "caught up in")
 	lat, err := liveLatency(rs, latDur)
 	if err != nil {
@@ -117,9 +126,25 @@ func run(sizes, txSizes, rates string, latDur time.Duration) error {
 	}
 	for _, l := range lat {
 		fmt.Printf("%-10d %12.0f %10s %10s %10s %14s\n", l.rate, l.achieved, l.p50.Round(10*time.Microsecond), l.p99.Round(10*time.Microsecond), l.p999.Round(10*time.Microsecond), l.lagAfter.Round(time.Millisecond))
-		fmt.Printf("    cpu: %s (not counted: the inserting backends, which exit first)\n", l.cpu)
+		fmt.Printf("    cpu: %s\n", l.cpu)
 	}
 	return nil
+}
+
+// ints parses a comma-separated list of positive integers; empty is none.
+func ints(flagName, s string) ([]int, error) {
+	var out []int
+	for _, f := range strings.Split(s, ",") {
+		if f = strings.TrimSpace(f); f == "" {
+			continue
+		}
+		v, err := strconv.Atoi(f)
+		if err != nil || v <= 0 {
+			return nil, fmt.Errorf("%s %q: want comma-separated positive integers, like 100000,1000000", flagName, s)
+		}
+		out = append(out, v)
+	}
+	return out, nil
 }
 
 type result struct {

@@ -12,7 +12,6 @@ import (
 	"flag"
 	"fmt"
 	"strconv"
-	"strings"
 	"time"
 
 	"github.com/outboxrelay/outboxrelay/internal/testenv"
@@ -49,13 +48,16 @@ func positive[T int | time.Duration](dst *T, parse func(string) (T, error)) func
 // pollingBaseline runs the polling publisher on the relay's drain and
 // latency workloads and prints its two tables.
 func pollingBaseline(sizes, txSizes, rates string, latDur time.Duration) error {
-	ns, err := parseInts(sizes)
+	ns, err := ints("-n", sizes)
 	if err != nil {
 		return err
 	}
-	txs, err := parseInts(txSizes)
+	txs, err := ints("-tx", txSizes)
 	if err != nil {
 		return err
+	}
+	if len(ns) == 0 || len(txs) == 0 {
+		return pollingLatencyTable(rates, latDur)
 	}
 	fmt.Printf("\nPolling baseline: the publisher teams write by hand. Each worker loops: BEGIN; SELECT ... ORDER BY seq\n")
 	fmt.Printf("LIMIT %d FOR UPDATE SKIP LOCKED; async publish, wait for every PubAck; DELETE ... WHERE id = ANY($1); COMMIT;\n", pollBatch)
@@ -91,12 +93,13 @@ func pollingBaseline(sizes, txSizes, rates string, latDur time.Duration) error {
 			return err
 		}
 	}
+	return pollingLatencyTable(rates, latDur)
+}
 
-	if rates == "" {
-		return nil
-	}
-	rs, err := parseInts(rates)
-	if err != nil {
+// pollingLatencyTable runs and prints the polling baseline's latency runs.
+func pollingLatencyTable(rates string, latDur time.Duration) error {
+	rs, err := ints("-rates", rates)
+	if err != nil || len(rs) == 0 {
 		return err
 	}
 	fmt.Printf("\nPolling baseline live latency, commit -> stored (created_at in Outbox-Commit-Time vs JetStream timestamp),\n")
@@ -241,10 +244,11 @@ func pollingLatency(rates []int, dur time.Duration) ([]latencyResult, error) {
 	var out []latencyResult
 	var total uint64
 	for _, rate := range rates {
-		n, elapsed, lastCommit, err := pacedInserts(ctx, r.e.pg, rate, dur)
+		p, err := pacedInserts(ctx, r.e.pg, rate, dur)
 		if err != nil {
 			return nil, err
 		}
+		n := p.n
 		total += uint64(n)
 		err = r.wait(time.Minute, func() (bool, error) {
 			st, err := r.e.js.Stream(ctx, "OUTBOX")
@@ -256,8 +260,8 @@ func pollingLatency(rates []int, dur time.Duration) ([]latencyResult, error) {
 		if err != nil {
 			return nil, fmt.Errorf("at %d/s the stream did not catch up: %w", rate, err)
 		}
-		res := latencyResult{rate: rate, achieved: float64(n) / elapsed.Seconds(), lagAfter: time.Since(lastCommit)}
-		lats, err := latencies(ctx, r.e.js, total-uint64(n)+1, total)
+		res := latencyResult{rate: rate, achieved: float64(n) / p.elapsed.Seconds(), lagAfter: time.Since(p.lastCommit)}
+		lats, err := latencies(ctx, r.e.js, total-uint64(n)+1, total, csvPath("polling", rate))
 		if err != nil {
 			return nil, err
 		}
@@ -282,16 +286,4 @@ func (r *pollingRun) wait(timeout time.Duration, cond func() (bool, error)) erro
 		return fmt.Errorf("the poller stopped: %w", r.runErr)
 	}
 	return err
-}
-
-func parseInts(list string) ([]int, error) {
-	var out []int
-	for _, s := range strings.Split(list, ",") {
-		v, err := strconv.Atoi(s)
-		if err != nil {
-			return nil, fmt.Errorf("%q in %q is not a number", s, list)
-		}
-		out = append(out, v)
-	}
-	return out, nil
 }
