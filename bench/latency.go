@@ -3,6 +3,7 @@ package main
 import (
 	"bufio"
 	"context"
+	"errors"
 	"fmt"
 	"os"
 	"slices"
@@ -99,16 +100,19 @@ func csvPath(who string, rate int) string {
 
 // latencies reads stream messages first..last and returns commit→stored
 // for each; with a csv path it also writes them there.
-func latencies(ctx context.Context, js jetstream.JetStream, first, last uint64, csv string) ([]time.Duration, error) {
+func latencies(ctx context.Context, js jetstream.JetStream, first, last uint64, csv string) (_ []time.Duration, err error) {
 	var w *bufio.Writer
 	if csv != "" {
 		f, err := os.Create(csv)
 		if err != nil {
 			return nil, err
 		}
-		defer f.Close()
 		w = bufio.NewWriter(f)
-		defer w.Flush()
+		defer func() {
+			if werr := errors.Join(w.Flush(), f.Close()); werr != nil && err == nil {
+				err = fmt.Errorf("write %s: %w", csv, werr)
+			}
+		}()
 		fmt.Fprintln(w, "stream_seq,commit_unix_ns,stored_unix_ns,latency_us")
 	}
 	cons, err := js.OrderedConsumer(ctx, "OUTBOX", jetstream.OrderedConsumerConfig{
