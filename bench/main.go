@@ -43,9 +43,19 @@ func main() {
 	flag.StringVar(&latencyCSV, "latency-csv", "", "write each paced run's per-event commit time and latency to PREFIX-relay-RATE.csv (and -polling-)")
 	baseline := flag.Bool("baseline", true, "also run the polling-publisher baseline (bench/polling.go) on the same workloads")
 	flag.Parse()
-	err := run(*sizes, *txSizes, *rates, *latDur)
+	ns, err := ints("-n", *sizes)
+	var txs, rs []int
+	if err == nil {
+		txs, err = ints("-tx", *txSizes)
+	}
+	if err == nil {
+		rs, err = ints("-rates", *rates)
+	}
+	if err == nil {
+		err = run(ns, txs, rs, *latDur)
+	}
 	if err == nil && *baseline {
-		err = pollingBaseline(*sizes, *txSizes, *rates, *latDur)
+		err = pollingBaseline(ns, txs, rs, *latDur)
 	}
 	if err != nil {
 		fmt.Fprintln(os.Stderr, "bench:", err)
@@ -72,7 +82,7 @@ func pgURL(pg *testenv.Postgres) string {
 	return pg.URL()
 }
 
-func run(sizes, txSizes, rates string, latDur time.Duration) error {
+func run(ns, txs, rs []int, latDur time.Duration) error {
 	procs := relayProcs
 	if procs == "" {
 		procs = "1 (its default)"
@@ -84,14 +94,6 @@ func run(sizes, txSizes, rates string, latDur time.Duration) error {
 	fmt.Println("backlog to /dev/null, for reference. cpu = CPU time per event of each process during the relay's drain.")
 	fmt.Println()
 	fmt.Printf("%-12s %9s %12s %12s %12s %7s %10s %15s\n", "events/tx", "events", "relay ev/s", "decode ev/s", "publish m/s", "ratio", "peak RSS", "pg_recvlogical")
-	ns, err := ints("-n", sizes)
-	if err != nil {
-		return err
-	}
-	txs, err := ints("-tx", txSizes)
-	if err != nil {
-		return err
-	}
 	for _, n := range ns {
 		for _, tx := range txs {
 			res, err := drain(n, tx)
@@ -107,9 +109,8 @@ func run(sizes, txSizes, rates string, latDur time.Duration) error {
 			fmt.Printf("    cpu: %s\n", formatCPU(res.cpu, n, res.secs))
 		}
 	}
-	rs, err := ints("-rates", rates)
-	if err != nil || len(rs) == 0 {
-		return err
+	if len(rs) == 0 {
+		return nil
 	}
 	fmt.Printf("\nLive latency, commit -> stored (Outbox-Commit-Time vs JetStream timestamp), single-event transactions, %s per rate,\n", latDur)
 	if pacedBy == "postgres" {

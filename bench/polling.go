@@ -47,17 +47,9 @@ func positive[T int | time.Duration](dst *T, parse func(string) (T, error)) func
 
 // pollingBaseline runs the polling publisher on the relay's drain and
 // latency workloads and prints its two tables.
-func pollingBaseline(sizes, txSizes, rates string, latDur time.Duration) error {
-	ns, err := ints("-n", sizes)
-	if err != nil {
-		return err
-	}
-	txs, err := ints("-tx", txSizes)
-	if err != nil {
-		return err
-	}
+func pollingBaseline(ns, txs, rs []int, latDur time.Duration) error {
 	if len(ns) == 0 || len(txs) == 0 {
-		return pollingLatencyTable(rates, latDur)
+		return pollingLatencyTable(rs, latDur)
 	}
 	fmt.Printf("\nPolling baseline: the publisher teams write by hand. Each worker loops: BEGIN; SELECT ... ORDER BY seq\n")
 	fmt.Printf("LIMIT %d FOR UPDATE SKIP LOCKED; async publish, wait for every PubAck; DELETE ... WHERE id = ANY($1); COMMIT;\n", pollBatch)
@@ -93,14 +85,13 @@ func pollingBaseline(sizes, txSizes, rates string, latDur time.Duration) error {
 			return err
 		}
 	}
-	return pollingLatencyTable(rates, latDur)
+	return pollingLatencyTable(rs, latDur)
 }
 
 // pollingLatencyTable runs and prints the polling baseline's latency runs.
-func pollingLatencyTable(rates string, latDur time.Duration) error {
-	rs, err := ints("-rates", rates)
-	if err != nil || len(rs) == 0 {
-		return err
+func pollingLatencyTable(rs []int, latDur time.Duration) error {
+	if len(rs) == 0 {
+		return nil
 	}
 	fmt.Printf("\nPolling baseline live latency, commit -> stored (created_at in Outbox-Commit-Time vs JetStream timestamp),\n")
 	fmt.Printf("1 worker, poll interval %s, single-event transactions, %s per rate. created_at is now(), the start of\n", pollInterval, latDur)
