@@ -40,23 +40,9 @@ func sampleCPU(roots map[int]string) cpuSample {
 		if err != nil {
 			continue
 		}
-		b, err := os.ReadFile(d + "/stat")
-		if err != nil {
-			continue
+		if ppid, ticks, ok := procStat(pid); ok {
+			all[pid] = proc{ppid, ticks}
 		}
-		s := string(b)
-		i := strings.LastIndexByte(s, ')')
-		if i < 0 || i+2 > len(s) {
-			continue
-		}
-		f := strings.Fields(s[i+2:]) // f[0] is state, f[1] ppid, f[11] utime, f[12] stime
-		if len(f) < 13 {
-			continue
-		}
-		ppid, _ := strconv.Atoi(f[1])
-		ut, _ := strconv.ParseInt(f[11], 10, 64)
-		st, _ := strconv.ParseInt(f[12], 10, 64)
-		all[pid] = proc{ppid, ut + st}
 	}
 	out := cpuSample{}
 	for pid, p := range all {
@@ -76,23 +62,36 @@ func sampleCPU(roots map[int]string) cpuSample {
 	return out
 }
 
-// backendCPU is the CPU time, in seconds, of the Postgres backends serving
-// conns, read before they close: the latency runs' inserting backends start
-// after the first sample and exit before the second.
+// procStat reads a process's parent and its CPU time (user+system) in clock
+// ticks from /proc/<pid>/stat.
+func procStat(pid int) (ppid int, ticks int64, ok bool) {
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
+	if err != nil {
+		return 0, 0, false
+	}
+	s := string(b)
+	i := strings.LastIndexByte(s, ')')
+	if i < 0 || i+2 > len(s) {
+		return 0, 0, false
+	}
+	f := strings.Fields(s[i+2:]) // f[0] is state, f[1] ppid, f[11] utime, f[12] stime
+	if len(f) < 13 {
+		return 0, 0, false
+	}
+	ppid, _ = strconv.Atoi(f[1])
+	ut, _ := strconv.ParseInt(f[11], 10, 64)
+	st, _ := strconv.ParseInt(f[12], 10, 64)
+	return ppid, ut + st, true
+}
+
+// backendCPU is the CPU time, in seconds, of the Postgres backends with
+// these pids, read before they close: the latency runs' inserting backends
+// start after the first sample and exit before the second.
 func backendCPU(pids []uint32) float64 {
 	var ticks int64
 	for _, pid := range pids {
-		b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
-		if err != nil {
-			continue
-		}
-		s := string(b)
-		if i := strings.LastIndexByte(s, ')'); i >= 0 && i+2 <= len(s) {
-			if f := strings.Fields(s[i+2:]); len(f) >= 13 {
-				ut, _ := strconv.ParseInt(f[11], 10, 64)
-				st, _ := strconv.ParseInt(f[12], 10, 64)
-				ticks += ut + st
-			}
+		if _, t, ok := procStat(int(pid)); ok {
+			ticks += t
 		}
 	}
 	return float64(ticks) / ticksPerSec
