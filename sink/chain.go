@@ -29,33 +29,42 @@ func (s *Sink) send(e *inflight, reply string, maxMsgSize int) error {
 	}
 	m.Reply = reply
 	m.Data = ev.Payload
+	// The map keeps the base headers' keys from send to send, and each key's
+	// value slice is hdrVals[i]: setting a value is a store, not a map write.
+	// Only a message with other headers changes the keys, and the next send
+	// puts them back.
 	h := m.Header
-	clear(h)
-	set := func(i int, k, v string) {
-		s.hdrVals[i][0] = v
-		h[k] = s.hdrVals[i]
+	if s.hdrExtra {
+		clear(h)
+		for i, k := range baseHeaders {
+			h[k] = s.hdrVals[i]
+		}
+		s.hdrExtra = false
 	}
-	set(0, HeaderMsgID, ev.ID)
-	set(1, HeaderExpectedSeq, strconv.FormatUint(e.seq-1, 10))
-	set(2, HeaderEventID, ev.ID)
-	set(3, HeaderEventType, ev.Type)
-	set(4, HeaderAggregateType, ev.AggregateType)
-	set(5, HeaderAggregateID, ev.AggregateID)
+	v := &s.hdrVals
+	v[0][0] = ev.ID
+	v[1][0] = strconv.FormatUint(e.seq-1, 10)
+	v[2][0] = ev.ID
+	v[3][0] = ev.Type
+	v[4][0] = ev.AggregateType
+	v[5][0] = ev.AggregateID
 	if ev.CommitLSN != s.txLSN || s.txLSNText == "" {
 		// Every event of a transaction shares these two: format them once.
 		s.txLSN = ev.CommitLSN
 		s.txLSNText = formatLSN(ev.CommitLSN)
 		s.txTimeText = ev.CommitTime.UTC().Format(time.RFC3339Nano)
 	}
-	set(6, HeaderCommitLSN, s.txLSNText)
-	set(7, HeaderTxSeq, strconv.FormatUint(uint64(ev.TxSeq), 10))
-	set(8, HeaderCommitTime, s.txTimeText)
+	v[6][0] = s.txLSNText
+	v[7][0] = strconv.FormatUint(uint64(ev.TxSeq), 10)
+	v[8][0] = s.txTimeText
 	for _, x := range ev.Headers {
 		h[x.Name] = []string{x.Value}
+		s.hdrExtra = true
 	}
 	if ev.Invalid != "" {
 		h[HeaderError] = []string{ev.Invalid}
 		h[HeaderTable] = []string{ev.Table}
+		s.hdrExtra = true
 	}
 	if maxMsgSize > 0 {
 		// Refused by the stream, the message would stop the chain with an

@@ -112,13 +112,17 @@ func (l *eventLog) next() *decode.Event {
 	if i%7 == 0 {
 		payload = append(payload, 0, 0xff, '\n', 0x80) // bytea: raw bytes
 	}
+	var headers []decode.Header
+	if i%4 < 2 { // two with a column header, then two without: the sink's reused header map must follow
+		headers = []decode.Header{{Name: "Trace-Context", Value: "00-trace-" + strconv.Itoa(i)}}
+	}
 	return &decode.Event{
 		ID:            fmt.Sprintf("ev-%05d", i),
 		AggregateType: agg.typ,
 		AggregateID:   agg.id,
 		Type:          []string{"OrderPlaced", "OrderShipped", "AccountOpened"}[i%3],
 		Payload:       payload,
-		Headers:       []decode.Header{{Name: "Trace-Context", Value: "00-trace-" + strconv.Itoa(i)}},
+		Headers:       headers,
 		CommitLSN:     firstLSN + pglogrepl.LSN(tx)*0x38,
 		TxSeq:         uint32(l.inTx),
 		CommitTime:    baseTime.Add(time.Duration(tx) * time.Millisecond),

@@ -157,6 +157,13 @@ func TestSinkDeadLettersInvalidEvent(t *testing.T) {
 	if got := dl.Header.Get("Outbox-Event-Id"); got != want[2].ID {
 		t.Errorf("Outbox-Event-Id = %q, want %q", got, want[2].ID)
 	}
+	for i, m := range msgs {
+		for _, k := range []string{"Outbox-Error", "Outbox-Table"} {
+			if v := m.Header.Values(k); i != 2 && v != nil {
+				t.Errorf("message %d, not a dead letter, has header %s = %q", i, k, v)
+			}
+		}
+	}
 	if st := s.Stats(); st.DeadLettered != 1 {
 		t.Errorf("Stats().DeadLettered = %d, want 1", st.DeadLettered)
 	}

@@ -103,8 +103,13 @@ type Sink struct {
 	txLSN      pglogrepl.LSN // the transaction whose texts follow
 	txLSNText  string
 	txTimeText string
-	hdrVals    [9][]string
+	hdrVals    [len(baseHeaders)][]string // the values of baseHeaders, which m.Header holds
+	hdrExtra   bool                       // m.Header also holds other keys
 }
+
+// baseHeaders are the headers of every message, in hdrVals order.
+var baseHeaders = [...]string{HeaderMsgID, HeaderExpectedSeq, HeaderEventID, HeaderEventType,
+	HeaderAggregateType, HeaderAggregateID, HeaderCommitLSN, HeaderTxSeq, HeaderCommitTime}
 
 type inflight struct {
 	ev   *decode.Event
@@ -188,8 +193,9 @@ func New(nc *nats.Conn, cfg Config, acker Acker) (*Sink, error) {
 	}
 	s.cond = sync.NewCond(&s.mu)
 	s.msg.Header = nats.Header{}
-	for i := range s.hdrVals {
+	for i, k := range baseHeaders {
 		s.hdrVals[i] = make([]string, 1)
+		s.msg.Header[k] = s.hdrVals[i]
 	}
 	return s, nil
 }
