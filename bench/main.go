@@ -25,7 +25,7 @@ import (
 )
 
 func main() {
-	sizes := flag.String("n", "100000", "comma-separated backlog sizes")
+	sizes := flag.String("n", "100000,1000000", "comma-separated backlog sizes (empty: no drains)")
 	txSizes := flag.String("tx", "100,1", "comma-separated events per transaction")
 	rates := flag.String("rates", "1000,5000,10000", "comma-separated paced rates for the latency runs (empty: skip)")
 	latDur := flag.Duration("latency-duration", 10*time.Second, "how long each paced rate runs")
