@@ -42,21 +42,21 @@ func (s *Sink) send(e *inflight, reply string, maxMsgSize int) error {
 		s.hdrExtra = false
 	}
 	v := &s.hdrVals
-	v[0][0] = ev.ID
-	v[1][0] = strconv.FormatUint(e.seq-1, 10)
-	v[2][0] = ev.ID
-	v[3][0] = ev.Type
-	v[4][0] = ev.AggregateType
-	v[5][0] = ev.AggregateID
+	v[0][0] = ev.ID                           // Nats-Msg-Id
+	v[1][0] = strconv.FormatUint(e.seq-1, 10) // Nats-Expected-Last-Sequence
+	v[2][0] = ev.ID                           // Outbox-Event-Id
+	v[3][0] = ev.Type                         // Outbox-Event-Type
+	v[4][0] = ev.AggregateType                // Outbox-Aggregate-Type
+	v[5][0] = ev.AggregateID                  // Outbox-Aggregate-Id
 	if ev.CommitLSN != s.txLSN || s.txLSNText == "" {
 		// Every event of a transaction shares these two: format them once.
 		s.txLSN = ev.CommitLSN
 		s.txLSNText = formatLSN(ev.CommitLSN)
 		s.txTimeText = ev.CommitTime.UTC().Format(time.RFC3339Nano)
 	}
-	v[6][0] = s.txLSNText
-	v[7][0] = strconv.FormatUint(uint64(ev.TxSeq), 10)
-	v[8][0] = s.txTimeText
+	v[6][0] = s.txLSNText                              // Outbox-Commit-LSN
+	v[7][0] = strconv.FormatUint(uint64(ev.TxSeq), 10) // Outbox-Tx-Seq
+	v[8][0] = s.txTimeText                             // Outbox-Commit-Time
 	for _, x := range ev.Headers {
 		h[x.Name] = []string{x.Value}
 		s.hdrExtra = true
