@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"os"
 	"os/exec"
@@ -24,6 +25,8 @@ type benchEnv struct {
 	js   jetstream.JetStream
 	port int    // the relay's HTTP port
 	cfg  string // the relay's config file
+
+	natsProfPort int // nats-server's pprof port, with -cpuprofile; else 0
 }
 
 func newBenchEnv() (_ *benchEnv, err error) {
@@ -46,7 +49,14 @@ func newBenchEnv() (_ *benchEnv, err error) {
 	if err := e.pg.Start(); err != nil {
 		return nil, err
 	}
-	if e.ns, err = testenv.NewNATS(filepath.Join(e.dir, "nats"), testenv.NATSOptions{}); err != nil {
+	var natsOpts testenv.NATSOptions
+	if profile != "" {
+		if e.natsProfPort, err = testenv.FreePort(); err != nil {
+			return nil, err
+		}
+		natsOpts.Config = fmt.Sprintf("prof_port: %d\n", e.natsProfPort)
+	}
+	if e.ns, err = testenv.NewNATS(filepath.Join(e.dir, "nats"), natsOpts); err != nil {
 		return nil, err
 	}
 	if err := e.ns.Start(); err != nil {
@@ -87,6 +97,24 @@ func (e *benchEnv) close() {
 	os.RemoveAll(e.dir)
 }
 
+// createSlots creates the relay's publication and slot, and a slot for each
+// of extra. Call it before writing any event: a slot sees only what commits
+// after it exists. Left to the relay, its slot would be created while it
+// starts, racing the first events: the stream it creates at the same time
+// is no sign that the slot is there.
+func (e *benchEnv) createSlots(ctx context.Context, extra ...string) error {
+	sqls := []string{"CREATE PUBLICATION outboxrelay FOR TABLE outbox"}
+	for _, slot := range append([]string{"outboxrelay"}, extra...) {
+		sqls = append(sqls, fmt.Sprintf("SELECT pg_create_logical_replication_slot('%s', 'pgoutput')", slot))
+	}
+	for _, sql := range sqls {
+		if err := e.pg.Exec(ctx, sql); err != nil {
+			return fmt.Errorf("%s: %w", sql, err)
+		}
+	}
+	return nil
+}
+
 // startRelay starts bin/outboxrelay; stop it with stopRelay.
 func (e *benchEnv) startRelay() (*testenv.Process, error) {
 	cmd := exec.Command("bin/outboxrelay", "run", "-config", e.cfg)
@@ -105,12 +133,15 @@ func stopRelay(relay *testenv.Process) {
 	relay.Wait(30 * time.Second)
 }
 
-// waitStream waits until the relay's stream holds at least n messages.
+// waitStream waits until the relay's stream holds at least n messages. If
+// it does not, the error says how many it holds and ends with the relay's
+// log, which says why.
 func (e *benchEnv) waitStream(relay *testenv.Process, n uint64, timeout time.Duration) error {
 	ctx := context.Background()
-	return testenv.Poll(timeout, func() (bool, error) {
+	var have uint64
+	err := testenv.Poll(timeout, func() (bool, error) {
 		if relay.Exited() {
-			return false, fmt.Errorf("relay exited:\n%s", relay.Output())
+			return false, errors.New("relay exited")
 		}
 		st, err := e.js.Stream(ctx, "OUTBOX")
 		if err != nil {
@@ -120,6 +151,11 @@ func (e *benchEnv) waitStream(relay *testenv.Process, n uint64, timeout time.Dur
 		if err != nil {
 			return false, nil
 		}
-		return info.State.Msgs >= n, nil
+		have = info.State.Msgs
+		return have >= n, nil
 	})
+	if err != nil {
+		return fmt.Errorf("the stream holds %d of %d messages: %w; the relay's log:\n%s", have, n, err, testenv.TailLines(relay.Output(), 40))
+	}
+	return nil
 }

@@ -5,6 +5,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"net/http"
 	"os"
 	"slices"
 	"time"
@@ -32,17 +33,33 @@ func liveLatency(rates []int, dur time.Duration) ([]latencyResult, error) {
 		return nil, err
 	}
 	defer e.close()
+	if err := e.createSlots(ctx); err != nil {
+		return nil, err
+	}
 	relay, err := e.startRelay()
 	if err != nil {
 		return nil, err
 	}
 	defer stopRelay(relay)
+	// Measure a running relay, not its start: wait until it streams from
+	// its slot and can publish (/readyz), and its stream exists.
 	js := e.js
 	if err := testenv.Poll(30*time.Second, func() (bool, error) {
-		_, err := js.Stream(ctx, "OUTBOX")
+		if relay.Exited() {
+			return false, errors.New("the relay exited")
+		}
+		resp, err := http.Get(fmt.Sprintf("http://127.0.0.1:%d/readyz", e.port))
+		if err != nil {
+			return false, nil
+		}
+		resp.Body.Close()
+		if resp.StatusCode != http.StatusOK {
+			return false, nil
+		}
+		_, err = js.Stream(ctx, "OUTBOX")
 		return err == nil, nil
 	}); err != nil {
-		return nil, fmt.Errorf("the relay did not create its stream: %w", err)
+		return nil, fmt.Errorf("the relay did not become ready: %w; its log:\n%s", err, testenv.TailLines(relay.Output(), 40))
 	}
 
 	var out []latencyResult
@@ -50,12 +67,7 @@ func liveLatency(rates []int, dur time.Duration) ([]latencyResult, error) {
 	roots := map[int]string{e.pg.Pid(): "postgres", e.ns.Pid(): "nats-server", relay.Pid(): "relay"}
 	for _, rate := range rates {
 		before, start := sampleCPU(roots), time.Now()
-		profiled := make(chan error, 1)
-		if profile != "" {
-			go func() { profiled <- saveProfile(e.port, fmt.Sprintf("%s-live-%d.pprof", profile, rate)) }()
-		} else {
-			profiled <- nil
-		}
+		profiled := e.startProfiles(fmt.Sprintf("live-%d", rate))
 		p, err := pacedInserts(ctx, e.pg, rate, dur)
 		if err != nil {
 			return nil, err
@@ -73,7 +85,7 @@ func liveLatency(rates []int, dur time.Duration) ([]latencyResult, error) {
 		use := cpuUse(before, after)
 		use["inserts"] = p.backendCPU
 		res.cpu = formatCPU(use, n, time.Since(start).Seconds())
-		if err := <-profiled; err != nil {
+		if err := profiled(); err != nil {
 			return nil, err
 		}
 		lats, err := latencies(ctx, js, total-uint64(n)+1, total, csvPath("relay", rate))

@@ -29,7 +29,8 @@ func main() {
 	txSizes := flag.String("tx", "100,1", "comma-separated events per transaction")
 	rates := flag.String("rates", "1000,5000,10000", "comma-separated paced rates for the latency runs (empty: skip)")
 	latDur := flag.Duration("latency-duration", 10*time.Second, "how long each paced rate runs")
-	flag.StringVar(&profile, "cpuprofile", "", "write a CPU profile of the relay (first 3s of each drain and of each paced rate) to this file prefix")
+	flag.StringVar(&profile, "cpuprofile", "", "write CPU profiles of the relay and of nats-server (the start of each drain and of each paced rate) to PREFIX-*.pprof and PREFIX-*-nats.pprof")
+	flag.IntVar(&profileSecs, "cpuprofile-seconds", 3, "how long each -cpuprofile profile is")
 	flag.StringVar(&relayProcs, "relay-gomaxprocs", "", "GOMAXPROCS for the relay (empty: the relay's default, 1)")
 	flag.BoolVar(&withLimits, "limits", true, "also measure the decode-only, publish-only and pg_recvlogical limits of each backlog (false: only the relay's drain, for quick A/B runs)")
 	flag.BoolVar(&pgSocket, "pg-socket", false, "connect the relay and the limits to Postgres over its Unix socket instead of TCP")
@@ -63,7 +64,10 @@ func main() {
 	}
 }
 
-var profile string
+var (
+	profile     string
+	profileSecs int
+)
 
 var relayProcs string // GOMAXPROCS for the relay; empty leaves its default
 
@@ -88,27 +92,8 @@ func run(ns, txs, rs []int, latDur time.Duration) error {
 		procs = "1 (its default)"
 	}
 	fmt.Printf("machine: %d cores, %s; Postgres, nats-server and the relay on the same machine; relay GOMAXPROCS %s\n\n", numCPU(), memTotal(), procs)
-	fmt.Println("Backlog drain: relay start to last PubAck. Limits in the same run: decode = capture+decode")
-	fmt.Println("with no publishing; publish = chained pipelined JetStream publish with no Postgres.")
-	fmt.Println("ratio = relay / min(decode, publish); /publish = relay / publish, the target's own measure (>= 0.75).")
-	fmt.Println("pg_recvlogical = Postgres's own client reading the same backlog to /dev/null, for reference.")
-	fmt.Println("cpu = CPU time per event of each process during the relay's drain.")
-	fmt.Println()
-	fmt.Printf("%-12s %9s %12s %12s %12s %7s %8s %10s %15s\n", "events/tx", "events", "relay ev/s", "decode ev/s", "publish m/s", "ratio", "/publish", "peak RSS", "pg_recvlogical")
-	for _, n := range ns {
-		for _, tx := range txs {
-			res, err := drain(n, tx)
-			if err != nil {
-				return err
-			}
-			rate := float64(n) / res.secs
-			ratio, ofPublish := rate/min(res.decode, res.publish), rate/res.publish
-			if !withLimits {
-				ratio, ofPublish = 0, 0 // not measured
-			}
-			fmt.Printf("%-12d %9d %12.0f %12.0f %12.0f %7.2f %8.2f %6.1f MiB %15.0f\n", tx, n, rate, res.decode, res.publish, ratio, ofPublish, float64(res.rssKiB)/1024, res.recvlogical)
-			fmt.Printf("    cpu: %s\n", formatCPU(res.cpu, n, res.secs))
-		}
+	if err := drains(ns, txs); err != nil {
+		return err
 	}
 	if len(rs) == 0 {
 		return nil
@@ -157,6 +142,37 @@ type result struct {
 	recvlogical     float64            // Postgres's own client on the same backlog, for reference
 }
 
+// drains prints the backlog-drain table: a drain of each size in ns, in
+// transactions of each size in txs.
+func drains(ns, txs []int) error {
+	if len(ns) == 0 {
+		return nil
+	}
+	fmt.Println("Backlog drain: relay start to last PubAck. Limits in the same run: decode = capture+decode")
+	fmt.Println("with no publishing; publish = chained pipelined JetStream publish with no Postgres.")
+	fmt.Println("ratio = relay / min(decode, publish); /publish = relay / publish, the target's own measure (>= 0.75).")
+	fmt.Println("pg_recvlogical = Postgres's own client reading the same backlog to /dev/null, for reference.")
+	fmt.Println("cpu = CPU time per event of each process during the relay's drain.")
+	fmt.Println()
+	fmt.Printf("%-12s %9s %12s %12s %12s %7s %8s %10s %15s\n", "events/tx", "events", "relay ev/s", "decode ev/s", "publish m/s", "ratio", "/publish", "peak RSS", "pg_recvlogical")
+	for _, n := range ns {
+		for _, tx := range txs {
+			res, err := drain(n, tx)
+			if err != nil {
+				return err
+			}
+			rate := float64(n) / res.secs
+			ratio, ofPublish := rate/min(res.decode, res.publish), rate/res.publish
+			if !withLimits {
+				ratio, ofPublish = 0, 0 // not measured
+			}
+			fmt.Printf("%-12d %9d %12.0f %12.0f %12.0f %7.2f %8.2f %6.1f MiB %15.0f\n", tx, n, rate, res.decode, res.publish, ratio, ofPublish, float64(res.rssKiB)/1024, res.recvlogical)
+			fmt.Printf("    cpu: %s\n", formatCPU(res.cpu, n, res.secs))
+		}
+	}
+	return nil
+}
+
 func drain(n, txSize int) (result, error) {
 	ctx := context.Background()
 	e, err := newBenchEnv()
@@ -164,15 +180,8 @@ func drain(n, txSize int) (result, error) {
 		return result{}, err
 	}
 	defer e.close()
-	// The slots must exist before the backlog is written, or Postgres would
-	// not keep it for them.
-	for _, sql := range []string{"CREATE PUBLICATION outboxrelay FOR TABLE outbox",
-		"SELECT pg_create_logical_replication_slot('outboxrelay', 'pgoutput')",
-		"SELECT pg_create_logical_replication_slot('bench_decode', 'pgoutput')",
-		"SELECT pg_create_logical_replication_slot('bench_recvlogical', 'pgoutput')"} {
-		if err := e.pg.Exec(ctx, sql); err != nil {
-			return result{}, err
-		}
+	if err := e.createSlots(ctx, "bench_decode", "bench_recvlogical"); err != nil {
+		return result{}, err
 	}
 	if err := writeBacklog(ctx, e.pg, n, txSize); err != nil {
 		return result{}, err
@@ -206,41 +215,53 @@ func drain(n, txSize int) (result, error) {
 	}
 	defer stopRelay(relay)
 	roots[relay.Pid()] = "relay"
-	profiled := make(chan error, 1)
-	if profile != "" {
-		go func() { profiled <- saveProfile(e.port, fmt.Sprintf("%s-%d-%d.pprof", profile, n, txSize)) }()
-	} else {
-		profiled <- nil
-	}
+	profiled := e.startProfiles(fmt.Sprintf("%d-%d", n, txSize))
 	if err := e.waitStream(relay, uint64(n), 10*time.Minute); err != nil {
 		return result{}, err
 	}
 	res.secs = time.Since(start).Seconds()
 	res.cpu = cpuUse(before, sampleCPU(roots))
-	if err := <-profiled; err != nil {
+	if err := profiled(); err != nil {
 		return result{}, err
 	}
 	res.rssKiB = peakRSS(relay.Pid())
 	return res, nil
 }
 
-// saveProfile fetches a 3-second CPU profile from the relay's pprof endpoint.
+// startProfiles fetches CPU profiles, -cpuprofile-seconds long, of the relay
+// and of nats-server into PREFIX-name.pprof and PREFIX-name-nats.pprof. The
+// func it returns waits for both. Without -cpuprofile it does nothing.
+func (e *benchEnv) startProfiles(name string) (wait func() error) {
+	if profile == "" {
+		return func() error { return nil }
+	}
+	done := make(chan error, 2)
+	go func() { done <- saveProfile(e.port, fmt.Sprintf("%s-%s.pprof", profile, name)) }()
+	go func() { done <- saveProfile(e.natsProfPort, fmt.Sprintf("%s-%s-nats.pprof", profile, name)) }()
+	return func() error { return errors.Join(<-done, <-done) }
+}
+
+// saveProfile fetches a CPU profile from the pprof endpoint on port.
 func saveProfile(port int, path string) error {
 	var resp *http.Response
 	err := testenv.Poll(10*time.Second, func() (bool, error) {
 		var err error
-		resp, err = http.Get(fmt.Sprintf("http://127.0.0.1:%d/debug/pprof/profile?seconds=3", port))
+		resp, err = http.Get(fmt.Sprintf("http://127.0.0.1:%d/debug/pprof/profile?seconds=%d", port, profileSecs))
 		return err == nil, err
 	})
 	if err != nil {
 		return err
 	}
 	defer resp.Body.Close()
+	if resp.StatusCode != http.StatusOK {
+		return fmt.Errorf("profile from port %d: %s", port, resp.Status)
+	}
 	f, err := os.Create(path)
 	if err != nil {
 		return err
 	}
 	if _, err := io.Copy(f, resp.Body); err != nil {
+		f.Close()
 		return err
 	}
 	return f.Close()

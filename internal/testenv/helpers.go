@@ -158,7 +158,7 @@ func StartCmd(t testing.TB, cmd *exec.Cmd) *Process {
 			}
 		}
 		if t.Failed() {
-			t.Logf("output of %s (pid %d), last 200 lines:\n%s", cmd.Path, p.Pid(), tailLines(p.Output(), 200))
+			t.Logf("output of %s (pid %d), last 200 lines:\n%s", cmd.Path, p.Pid(), TailLines(p.Output(), 200))
 		}
 	})
 	return p

@@ -225,7 +225,7 @@ func (n *NATS) logSince(offset int64) string {
 	if offset > int64(len(b)) {
 		offset = 0
 	}
-	return tailLines(string(b[offset:]), 100)
+	return TailLines(string(b[offset:]), 100)
 }
 
 // Kill sends SIGKILL and waits for the process to exit.

@@ -217,7 +217,7 @@ func (p *Postgres) logSince(offset int64) string {
 	if offset > int64(len(b)) {
 		offset = 0
 	}
-	return tailLines(string(b[offset:]), 100)
+	return TailLines(string(b[offset:]), 100)
 }
 
 // Stop shuts Postgres down as `pg_ctl stop -m mode` does, by signalling the

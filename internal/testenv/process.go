@@ -116,7 +116,7 @@ func (p *Process) WaitForOutput(substr string, timeout time.Duration) error {
 	if err == nil {
 		err = fmt.Errorf("%s exited", p.name)
 	}
-	return fmt.Errorf("wait for %q in the output of %s: %w; output:\n%s", substr, p.name, err, tailLines(p.Output(), 50))
+	return fmt.Errorf("wait for %q in the output of %s: %w; output:\n%s", substr, p.name, err, TailLines(p.Output(), 50))
 }
 
 // Output returns everything the process has written to stdout and stderr

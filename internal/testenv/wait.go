@@ -68,11 +68,11 @@ func tailFile(path string, n int) string {
 	if err != nil {
 		return fmt.Sprintf("(cannot read %s: %v)", path, err)
 	}
-	return tailLines(string(b), n)
+	return TailLines(string(b), n)
 }
 
-// tailLines returns the last n lines of s.
-func tailLines(s string, n int) string {
+// TailLines returns the last n lines of s.
+func TailLines(s string, n int) string {
 	s = strings.TrimRight(s, "\n")
 	lines := strings.Split(s, "\n")
 	if len(lines) > n {
