@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"log/slog"
 	"strings"
 	"testing"
@@ -44,6 +45,36 @@ func TestRestartThenDataInWALOrder(t *testing.T) {
 	}
 	if got, want := strings.ReplaceAll(got, "R", ""), "BIICBIICBIIC"; got != want {
 		t.Errorf("message types without Relations = %q, want %q", got, want)
+	}
+}
+
+// TestWarnsOfRowsBeforeTheSlot: a slot streams only what commits after it
+// is created, so rows already in the table are never published. Creating
+// the slot says how many there were, counted in the slot's own snapshot.
+func TestWarnsOfRowsBeforeTheSlot(t *testing.T) {
+	e := newEnv(t, nil)
+	logged := func(slot string) string {
+		t.Helper()
+		var logs testenv.SyncBuffer
+		logger := slog.New(slog.NewTextHandler(io.MultiWriter(&logs, t.Output()), nil))
+		c, stop := e.run(capture.Config{Slot: slot, Logger: logger}, &watermark{})
+		started(t, c)
+		e.insert(1)
+		// Only what committed after the slot streams.
+		if got := strings.ReplaceAll(types(txs(t, c, 1)), "R", ""); got != "BIC" {
+			t.Errorf("slot %q streamed %q, want only the insert made after it (BIC)", slot, got)
+		}
+		stop()
+		return logs.String()
+	}
+	if log := logged("first"); !strings.Contains(log, "created replication slot") || strings.Contains(log, "level=WARN") {
+		t.Errorf("a slot created over an empty table: want \"created replication slot\" and no warning; log:\n%s", log)
+	}
+	e.insert(3) // 4 rows now, with the one the first slot streamed
+	log := logged("second")
+	want := `held 4 rows when slot \"second\" was created`
+	if !strings.Contains(log, "level=WARN") || !strings.Contains(log, want) {
+		t.Errorf("log lacks a warning with %q:\n%s", want, log)
 	}
 }
 

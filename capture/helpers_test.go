@@ -63,7 +63,9 @@ func (e *env) run(cfg capture.Config, pos capture.Positioner) (c *capture.Captur
 	if cfg.StatusInterval == 0 {
 		cfg.StatusInterval = 100 * time.Millisecond
 	}
-	cfg.Logger = slog.New(slog.NewTextHandler(e.t.Output(), nil))
+	if cfg.Logger == nil {
+		cfg.Logger = slog.New(slog.NewTextHandler(e.t.Output(), nil))
+	}
 	c = capture.New(cfg, pos)
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)

@@ -149,16 +149,62 @@ func ensure(ctx context.Context, conn *pgconn.PgConn, cfg Config) (slotState, er
 	if srv.slotsUsed >= srv.maxSlots {
 		return slotState{}, errors.New(slotsFullProblem(cfg.Slot, srv.slotsUsed, srv.maxSlots))
 	}
-	_, err = pglogrepl.CreateReplicationSlot(ctx, conn, cfg.Slot, "pgoutput",
-		pglogrepl.CreateReplicationSlotOptions{Mode: pglogrepl.LogicalReplication})
-	var pgErr *pgconn.PgError
-	if err != nil && !(errors.As(err, &pgErr) && pgErr.Code == "42710") { // 42710: created meanwhile by a peer
-		return slotState{}, fmt.Errorf("create replication slot %q: %w", cfg.Slot, explain(err))
-	}
-	if err == nil {
-		cfg.Logger.Info("created replication slot")
+	if err := createSlot(ctx, conn, cfg); err != nil {
+		return slotState{}, err
 	}
 	return readSlot(ctx, conn, cfg.Slot)
+}
+
+// preSlotCap bounds the count of rows that came before the slot.
+const preSlotCap = 10000
+
+// createSlot creates the slot, unless a peer does so first. Logical
+// replication starts where its slot is created, so the relay never
+// publishes a row committed before that. createSlot warns of such rows,
+// counted in the slot's own snapshot: exactly what came before it, not
+// what commits meanwhile.
+func createSlot(ctx context.Context, conn *pgconn.PgConn, cfg Config) error {
+	// CREATE_REPLICATION_SLOT ... USE_SNAPSHOT must come first in a
+	// read-only REPEATABLE READ transaction. A slot is not transactional:
+	// it stays whether this transaction commits or not.
+	if _, err := query(ctx, conn, "BEGIN READ ONLY ISOLATION LEVEL REPEATABLE READ"); err != nil {
+		return fmt.Errorf("create replication slot %q: %w", cfg.Slot, explain(err))
+	}
+	defer func() { _, _ = query(context.Background(), conn, "ROLLBACK") }()
+	_, err := pglogrepl.CreateReplicationSlot(ctx, conn, cfg.Slot, "pgoutput",
+		pglogrepl.CreateReplicationSlotOptions{Mode: pglogrepl.LogicalReplication, SnapshotAction: "USE_SNAPSHOT"})
+	var pgErr *pgconn.PgError
+	if errors.As(err, &pgErr) && pgErr.Code == "42710" { // created meanwhile by a peer
+		return nil
+	}
+	if err != nil {
+		return fmt.Errorf("create replication slot %q: %w", cfg.Slot, explain(err))
+	}
+	cfg.Logger.Info("created replication slot")
+	for _, t := range cfg.Tables {
+		rows, err := query(ctx, conn, fmt.Sprintf("SELECT count(*) FROM (SELECT FROM %s LIMIT %d) r", qualified(t), preSlotCap+1))
+		if err != nil {
+			cfg.Logger.Warn("could not count the rows committed before the slot was created; the relay does not publish those", "table", t, "err", err)
+			return nil // the transaction is aborted; the slot stands
+		}
+		if n, _ := strconv.Atoi(rows[0][0]); n > 0 {
+			count := strconv.Itoa(n) + " rows"
+			switch {
+			case n == 1:
+				count = "1 row"
+			case n > preSlotCap:
+				count = fmt.Sprintf("more than %d rows", preSlotCap)
+			}
+			cfg.Logger.Warn(preSlotRowsProblem(t, count, cfg.Slot), "table", t)
+		}
+	}
+	return nil
+}
+
+// preSlotRowsProblem says that rows came before the slot, and what to do.
+func preSlotRowsProblem(table, count, slot string) string {
+	return fmt.Sprintf("outbox table %s held %s when slot %q was created: logical replication starts at its slot, so the relay will not publish them; "+
+		"if they are events still to publish, insert them again (with new ids) now that the slot exists", table, count, slot)
 }
 
 // server is what the relay needs to know about the server's settings.
