@@ -152,7 +152,8 @@ func drains(ns, txs []int) error {
 	fmt.Println("with no publishing; publish = chained pipelined JetStream publish with no Postgres.")
 	fmt.Println("ratio = relay / min(decode, publish); /publish = relay / publish, the target's own measure (>= 0.75).")
 	fmt.Println("pg_recvlogical = Postgres's own client reading the same backlog to /dev/null, for reference.")
-	fmt.Println("cpu = CPU time per event of each process during the relay's drain.")
+	fmt.Println("cpu = CPU time per event of each process during the relay's drain; steal = the share of the")
+	fmt.Println("machine's CPU time a hypervisor gave to other guests (above a few percent, the figures are low).")
 	fmt.Println()
 	fmt.Printf("%-12s %9s %12s %12s %12s %7s %8s %10s %15s\n", "events/tx", "events", "relay ev/s", "decode ev/s", "publish m/s", "ratio", "/publish", "peak RSS", "pg_recvlogical")
 	for _, n := range ns {
