@@ -5,7 +5,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"net/http"
 	"os"
 	"slices"
 	"time"
@@ -48,15 +47,10 @@ func liveLatency(rates []int, dur time.Duration) ([]latencyResult, error) {
 		if relay.Exited() {
 			return false, errors.New("the relay exited")
 		}
-		resp, err := http.Get(fmt.Sprintf("http://127.0.0.1:%d/readyz", e.port))
-		if err != nil {
-			return false, nil
+		if ok, err := testenv.RelayReady(fmt.Sprintf("127.0.0.1:%d", e.port)); !ok {
+			return false, err
 		}
-		resp.Body.Close()
-		if resp.StatusCode != http.StatusOK {
-			return false, nil
-		}
-		_, err = js.Stream(ctx, "OUTBOX")
+		_, err := js.Stream(ctx, "OUTBOX")
 		return err == nil, nil
 	}); err != nil {
 		return nil, fmt.Errorf("the relay did not become ready: %w; its log:\n%s", err, testenv.TailLines(relay.Output(), 40))

@@ -10,7 +10,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"net/http"
 	"os"
 	"os/exec"
 	"os/signal"
@@ -108,12 +107,7 @@ func run(ctx context.Context) (err error) {
 		if relay.Exited() {
 			return false, errors.New("the relay exited:\n" + relay.Output())
 		}
-		resp, err := http.Get("http://" + httpAddr + "/readyz")
-		if err != nil {
-			return false, err
-		}
-		resp.Body.Close()
-		return resp.StatusCode == http.StatusOK, nil
+		return testenv.RelayReady(httpAddr)
 	}); err != nil {
 		return fmt.Errorf("relay not ready: %w", err)
 	}

@@ -5,7 +5,6 @@ package e2e_test
 import (
 	"context"
 	"fmt"
-	"net/http"
 	"os"
 	"path/filepath"
 	"strconv"
@@ -96,17 +95,7 @@ func (e *env) startRelay() *testenv.Process {
 	return e.relay
 }
 
-func (e *env) ready() (bool, error) { return readyAt(e.httpAddr) }
-
-// readyAt reports whether the relay serving HTTP at addr says it is ready.
-func readyAt(addr string) (bool, error) {
-	resp, err := http.Get("http://" + addr + "/readyz")
-	if err != nil {
-		return false, err
-	}
-	resp.Body.Close()
-	return resp.StatusCode == http.StatusOK, nil
-}
+func (e *env) ready() (bool, error) { return testenv.RelayReady(e.httpAddr) }
 
 func (e *env) js() jetstream.JetStream {
 	e.t.Helper()

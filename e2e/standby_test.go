@@ -58,7 +58,7 @@ func TestStandbyTakeover(t *testing.T) {
 	start := time.Now()
 	waitStreamAtLeast(t, js, 3000, time.Minute)
 	expectUnready(t, addrB, time.Second) // not even under load
-	if ok, err := readyAt(e.httpAddr); !ok {
+	if ok, err := testenv.RelayReady(e.httpAddr); !ok {
 		t.Fatalf("relay A is not ready under load: %v", err)
 	}
 

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"fmt"
 	"io"
+	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -128,3 +129,14 @@ func (p *Process) Pid() int { return p.proc.pid() }
 
 // LogFile returns the path of the file holding the output.
 func (p *Process) LogFile() string { return p.logPath }
+
+// RelayReady reports whether the relay serving HTTP at addr (host:port)
+// answers 200 on /readyz: it streams from its slot and can publish.
+func RelayReady(addr string) (bool, error) {
+	resp, err := http.Get("http://" + addr + "/readyz")
+	if err != nil {
+		return false, err
+	}
+	resp.Body.Close()
+	return resp.StatusCode == http.StatusOK, nil
+}
