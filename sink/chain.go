@@ -15,7 +15,8 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 )
 
-// send publishes one event chained on seq-1, asking for its PubAck on reply.
+// send publishes one event chained on seq-1, asking for its PubAck on reply
+// (on none when reply is "").
 // It returns errMsgSize, sending nothing, when the message would be over
 // maxMsgSize (the stream's max_msg_size; <= 0 for none). Only Run calls it.
 func (s *Sink) send(e *inflight, reply string, maxMsgSize int) error {
@@ -271,6 +272,7 @@ func (s *Sink) resume(ctx context.Context) error {
 	s.epoch++
 	s.reply = s.inbox + strconv.FormatUint(s.epoch, 10)
 	s.sent = s.head
+	s.unasked = -1 // the epoch's first send asks for its PubAck
 	s.mu.Unlock()
 	if st == nil {
 		ectx, cancel := context.WithTimeout(ctx, 10*time.Second)

@@ -105,6 +105,10 @@ type Sink struct {
 	txTimeText string
 	hdrVals    [len(baseHeaders)][]string // the values of baseHeaders, which m.Header holds
 	hdrExtra   bool                       // m.Header also holds other keys
+	// unasked counts the sends since the last one that asked for a PubAck,
+	// and unaskedBytes their sizes; unasked < 0 until the epoch's first send.
+	unasked, unaskedBytes   int
+	ackEvery, ackEveryBytes int // ask at least this often
 }
 
 // baseHeaders are the headers of every message, in hdrVals order.
@@ -192,6 +196,7 @@ func New(nc *nats.Conn, cfg Config, acker Acker) (*Sink, error) {
 		broken: errors.New("not started"),
 	}
 	s.cond = sync.NewCond(&s.mu)
+	s.ackEvery, s.ackEveryBytes = max(1, cfg.Window/16), max(1, cfg.WindowBytes/16)
 	s.msg.Header = nats.Header{}
 	for i, k := range baseHeaders {
 		s.hdrVals[i] = make([]string, 1)
@@ -332,6 +337,9 @@ func (s *Sink) Run(ctx context.Context) error {
 	defer tick.Stop()
 	s.signal() // resume at once: the first resume finds the stream's position
 	backoff := time.Duration(0)
+	// rebroken: the last resume succeeded, and atResume events were stored
+	// by its end; a break with no more stored since then is a break again.
+	rebroken, atResume := false, uint64(0)
 	settledAt := s.published.Load()
 	logged := false
 	for {
@@ -363,7 +371,17 @@ func (s *Sink) Run(ctx context.Context) error {
 		broken := s.broken
 		s.mu.Unlock()
 		if broken != nil {
+			if rebroken && s.published.Load() == atResume {
+				// The chain broke again with nothing stored since the last
+				// resume: the stream refuses an event, say. Wait as after a
+				// failed resume, rather than resume and send in a tight loop.
+				backoff = min(max(2*backoff, 100*time.Millisecond), s.cfg.MaxResumeBackoff)
+				if !sleep(ctx, jitter(backoff)) {
+					return nil
+				}
+			}
 			if err := s.resume(ctx); err != nil {
+				rebroken = false
 				if s.fatalErr() != nil {
 					continue
 				}
@@ -375,6 +393,7 @@ func (s *Sink) Run(ctx context.Context) error {
 				s.signal()
 				continue
 			}
+			rebroken, atResume = true, s.published.Load()
 		}
 		if n := s.published.Load(); n != settledAt {
 			settledAt, backoff = n, 0 // progress: the next break starts a fresh backoff
@@ -385,6 +404,16 @@ func (s *Sink) Run(ctx context.Context) error {
 
 // sendQueued sends every enqueued event not yet sent, each chained on the
 // sequence predicted for the one before it.
+//
+// Only some sends ask for a PubAck: the first of an epoch, the last of each
+// burst (nothing else queued), and one in every ackEvery events or
+// ackEveryBytes bytes. The chain makes the others' PubAcks redundant: a
+// send stored at its predicted sequence proves every earlier send of the
+// epoch stored, and a send that is refused makes every later one fail too
+// ("wrong last sequence"), so the next send that asks says so. The last send
+// on the wire always asks, so every send is settled, or breaks the chain.
+// Fewer PubAcks cost nats-server and the relay less per event (README,
+// "PubAcks for some sends").
 func (s *Sink) sendQueued() {
 	for {
 		s.mu.Lock()
@@ -398,8 +427,17 @@ func (s *Sink) sendQueued() {
 		reply, maxMsgSize := s.reply, s.maxMsgSize
 		s.nextSeq++
 		s.sent++
+		last := s.sent == len(s.queue)
 		s.mu.Unlock()
 
+		first := s.unasked < 0
+		s.unasked++
+		s.unaskedBytes += e.size
+		if first || last || s.unasked >= s.ackEvery || s.unaskedBytes >= s.ackEveryBytes {
+			s.unasked, s.unaskedBytes = 0, 0
+		} else {
+			reply = ""
+		}
 		err := s.send(e, reply, maxMsgSize)
 		var tooBig errMsgSize
 		if errors.Is(err, nats.ErrMaxPayload) || errors.As(err, &tooBig) {
@@ -409,13 +447,13 @@ func (s *Sink) sendQueued() {
 				fix = "raise max_payload in the nats-server configuration, make the payload smaller, or set errors.invalid_event: dead_letter"
 			}
 			if s.cfg.DeadLetterSubject == "" {
-				s.setFatal(&InvalidEventError{Event: e.ev, Reason: reason, Fix: fix})
+				s.haltAt(e, first, &InvalidEventError{Event: e.ev, Reason: reason, Fix: fix})
 				return
 			}
 			// Dead-letter it without its data, in the same place in the chain.
 			e.ev.Invalid, e.ev.Payload = reason, nil
 			if err = s.send(e, reply, maxMsgSize); errors.As(err, &tooBig) {
-				s.setFatal(&InvalidEventError{Event: e.ev, Reason: reason + "; without its payload, for the dead-letter subject, it is still too big: " + tooBig.desc, Fix: fix})
+				s.haltAt(e, first, &InvalidEventError{Event: e.ev, Reason: reason + "; without its payload, for the dead-letter subject, it is still too big: " + tooBig.desc, Fix: fix})
 				return
 			}
 		}
@@ -426,6 +464,20 @@ func (s *Sink) sendQueued() {
 			return
 		}
 	}
+}
+
+// haltAt stops the sink for good at e, which cannot be sent. Sends before it
+// in the epoch may not have asked for their PubAcks, so unless e is the
+// epoch's first, it breaks the chain instead: the resume settles them from
+// the stream, and e, first of the next epoch, halts the sink then.
+func (s *Sink) haltAt(e *inflight, first bool, err error) {
+	if first {
+		s.setFatal(err)
+		return
+	}
+	s.mu.Lock()
+	s.breakLocked(fmt.Errorf("event at stream sequence %d cannot be sent; settling the sends before it: %w", e.seq, err))
+	s.mu.Unlock()
 }
 
 func (s *Sink) fatalErr() error {

@@ -218,7 +218,11 @@ func TestSinkChainsOnStreamSequence(t *testing.T) {
 	nc := connect(t, n.URL())
 	js := newJS(t, nc)
 	a := newAcker()
-	s := startSink(t, nc, sink.Config{AckTimeout: 30 * time.Second}, a)
+	// A window of 16 makes every send ask for its PubAck (Window/16), so the
+	// refusals are heard. Were only some to ask, the sink's send of event 21
+	// would line up with the other instance's 11..20 and settle them; that
+	// is sound too, as they are the same events (pubacks_test.go).
+	s := startSink(t, nc, sink.Config{AckTimeout: 30 * time.Second, Window: 16}, a)
 	publishAll(t, s, makeEvents(1, 10), 10*time.Second)
 
 	// The other instance stores events 11..20 as the relay does, except
