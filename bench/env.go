@@ -133,12 +133,15 @@ func stopRelay(relay *testenv.Process) {
 	relay.Wait(30 * time.Second)
 }
 
-// waitStream waits until the relay's stream holds at least n messages. If
-// it does not, the error says how many it holds and ends with the relay's
-// log, which says why.
-func (e *benchEnv) waitStream(relay *testenv.Process, n uint64, timeout time.Duration) error {
+// waitStream waits until the relay's stream holds at least n messages, and
+// returns when its last message was stored (nats-server's timestamp, on
+// this machine's clock): a drain ends there, not when the poll noticed. If
+// the stream does not fill, the error says how many it holds and ends with
+// the relay's log, which says why.
+func (e *benchEnv) waitStream(relay *testenv.Process, n uint64, timeout time.Duration) (time.Time, error) {
 	ctx := context.Background()
 	var have uint64
+	var last time.Time
 	err := testenv.Poll(timeout, func() (bool, error) {
 		if relay.Exited() {
 			return false, errors.New("relay exited")
@@ -151,11 +154,11 @@ func (e *benchEnv) waitStream(relay *testenv.Process, n uint64, timeout time.Dur
 		if err != nil {
 			return false, nil
 		}
-		have = info.State.Msgs
+		have, last = info.State.Msgs, info.State.LastTime
 		return have >= n, nil
 	})
 	if err != nil {
-		return fmt.Errorf("the stream holds %d of %d messages: %w; the relay's log:\n%s", have, n, err, testenv.TailLines(relay.Output(), 40))
+		return time.Time{}, fmt.Errorf("the stream holds %d of %d messages: %w; the relay's log:\n%s", have, n, err, testenv.TailLines(relay.Output(), 40))
 	}
-	return nil
+	return last, nil
 }

@@ -68,10 +68,11 @@ func liveLatency(rates []int, dur time.Duration) ([]latencyResult, error) {
 		}
 		n := p.n
 		total += uint64(n)
-		if err := e.waitStream(relay, total, time.Minute); err != nil {
+		last, err := e.waitStream(relay, total, time.Minute)
+		if err != nil {
 			return nil, fmt.Errorf("at %d/s the stream did not catch up: %w", rate, err)
 		}
-		res := latencyResult{rate: rate, achieved: float64(n) / p.elapsed.Seconds(), lagAfter: time.Since(p.lastCommit)}
+		res := latencyResult{rate: rate, achieved: float64(n) / p.elapsed.Seconds(), lagAfter: last.Sub(p.lastCommit)}
 		after := sampleCPU(roots)
 		for _, pid := range p.backends {
 			delete(after, int(pid)) // an exiting backend may still be there

@@ -135,7 +135,8 @@ func ints(flagName, s string) ([]int, error) {
 }
 
 type result struct {
-	secs            float64
+	secs            float64 // relay start to the last message stored
+	cpuSecs         float64 // the span cpu was sampled over: secs and the poll that saw the end
 	rssKiB          int
 	cpu             map[string]float64 // CPU seconds by role during the drain
 	decode, publish float64            // limits measured in the same run
@@ -168,7 +169,7 @@ func drains(ns, txs []int) error {
 				ratio, ofPublish = 0, 0 // not measured
 			}
 			fmt.Printf("%-12d %9d %12.0f %12.0f %12.0f %7.2f %8.2f %6.1f MiB %15.0f\n", tx, n, rate, res.decode, res.publish, ratio, ofPublish, float64(res.rssKiB)/1024, res.recvlogical)
-			fmt.Printf("    cpu: %s\n", formatCPU(res.cpu, n, res.secs))
+			fmt.Printf("    cpu: %s\n", formatCPU(res.cpu, n, res.cpuSecs))
 		}
 	}
 	return nil
@@ -217,11 +218,12 @@ func drain(n, txSize int) (result, error) {
 	defer stopRelay(relay)
 	roots[relay.Pid()] = "relay"
 	profiled := e.startProfiles(fmt.Sprintf("%d-%d", n, txSize))
-	if err := e.waitStream(relay, uint64(n), 10*time.Minute); err != nil {
+	last, err := e.waitStream(relay, uint64(n), 10*time.Minute)
+	if err != nil {
 		return result{}, err
 	}
-	res.secs = time.Since(start).Seconds()
-	res.cpu = cpuUse(before, sampleCPU(roots))
+	res.secs = last.Sub(start).Seconds()
+	res.cpu, res.cpuSecs = cpuUse(before, sampleCPU(roots)), time.Since(start).Seconds()
 	if err := profiled(); err != nil {
 		return result{}, err
 	}

@@ -241,17 +241,20 @@ func pollingLatency(rates []int, dur time.Duration) ([]latencyResult, error) {
 		}
 		n := p.n
 		total += uint64(n)
+		var last time.Time // when the stream's last message was stored
 		err = r.wait(time.Minute, func() (bool, error) {
 			st, err := r.e.js.Stream(ctx, "OUTBOX")
 			if err != nil {
 				return false, err
 			}
-			return st.CachedInfo().State.Msgs >= total, nil
+			state := st.CachedInfo().State
+			last = state.LastTime
+			return state.Msgs >= total, nil
 		})
 		if err != nil {
 			return nil, fmt.Errorf("at %d/s the stream did not catch up: %w", rate, err)
 		}
-		res := latencyResult{rate: rate, achieved: float64(n) / p.elapsed.Seconds(), lagAfter: time.Since(p.lastCommit)}
+		res := latencyResult{rate: rate, achieved: float64(n) / p.elapsed.Seconds(), lagAfter: last.Sub(p.lastCommit)}
 		lats, err := latencies(ctx, r.e.js, total-uint64(n)+1, total, csvPath("polling", rate))
 		if err != nil {
 			return nil, err

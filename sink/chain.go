@@ -150,7 +150,7 @@ func (s *Sink) onAck(m *nats.Msg) {
 		// lastPosition). Events are stored in order, so the oldest on the
 		// wire was stored before too, whichever send this PubAck is for.
 		predicted := s.queue[s.head].seq
-		s.popLocked()
+		s.popLocked(time.Now())
 		s.breakLocked(fmt.Errorf("stream had already stored an event, at sequence %d (duplicate), relay predicted %d", ack.Seq, predicted))
 		return
 	}
@@ -163,8 +163,9 @@ func (s *Sink) onAck(m *nats.Msg) {
 	}
 	// The chain guarantees that a message stored at seq follows everything
 	// sent before it, so every earlier send is stored too.
+	now := time.Now()
 	for n := i - s.head + 1; n > 0; n-- {
-		s.popLocked() // may compact the queue: count, do not compare indexes
+		s.popLocked(now) // may compact the queue: count, do not compare indexes
 	}
 	s.seenSeq = ack.Seq
 }
@@ -230,8 +231,9 @@ type errMsgSize struct{ desc string }
 
 func (e errMsgSize) Error() string { return e.desc }
 
-// popLocked settles the oldest event as stored. s.mu must be held.
-func (s *Sink) popLocked() {
+// popLocked settles the oldest event as stored, as of now. s.mu must be
+// held.
+func (s *Sink) popLocked(now time.Time) {
 	e := s.queue[s.head]
 	s.queue[s.head] = nil
 	s.head++
@@ -242,7 +244,7 @@ func (s *Sink) popLocked() {
 		s.deadLettered.Add(1)
 	}
 	if s.cfg.ObserveLatency != nil {
-		s.cfg.ObserveLatency(time.Since(e.ev.CommitTime))
+		s.cfg.ObserveLatency(now.Sub(e.ev.CommitTime))
 	}
 	s.acker.Ack(e.ev.CommitLSN)
 	if s.head == len(s.queue) {
@@ -326,8 +328,9 @@ func (s *Sink) resume(ctx context.Context) error {
 	s.seenSeq = lastSeq
 	settled := 0
 	if found {
+		now := time.Now()
 		for s.head < len(s.queue) && s.queue[s.head].ev.Before(pos.CommitLSN, pos.TxSeq) {
-			s.popLocked()
+			s.popLocked(now)
 			settled++
 		}
 		if s.last.Less(pos) {

@@ -108,7 +108,8 @@ type Sink struct {
 	// unasked counts the sends since the last one that asked for a PubAck,
 	// and unaskedBytes their sizes; unasked < 0 until the epoch's first send.
 	unasked, unaskedBytes   int
-	ackEvery, ackEveryBytes int // ask at least this often
+	ackEvery, ackEveryBytes int         // ask at least this often
+	batch                   []*inflight // the burst being sent
 }
 
 // baseHeaders are the headers of every message, in hdrVals order.
@@ -416,54 +417,70 @@ func (s *Sink) Run(ctx context.Context) error {
 // "PubAcks for some sends").
 func (s *Sink) sendQueued() {
 	for {
+		// Take every queued event at once: one lock and one clock read for
+		// a burst, not for each event.
 		s.mu.Lock()
 		if s.broken != nil || s.fatal != nil || s.sent == len(s.queue) {
 			s.mu.Unlock()
 			return
 		}
-		e := s.queue[s.sent]
-		e.seq = s.nextSeq
-		e.sent = time.Now()
+		now := time.Now()
+		batch := append(s.batch[:0], s.queue[s.sent:]...)
+		for _, e := range batch {
+			e.seq, e.sent = s.nextSeq, now
+			s.nextSeq++
+		}
+		s.sent = len(s.queue)
 		reply, maxMsgSize := s.reply, s.maxMsgSize
-		s.nextSeq++
-		s.sent++
-		last := s.sent == len(s.queue)
 		s.mu.Unlock()
+		s.batch = batch
+		for i, e := range batch {
+			if !s.sendOne(e, i == len(batch)-1, reply, maxMsgSize) {
+				clear(batch)
+				return
+			}
+		}
+		clear(batch) // let acked events go
+	}
+}
 
-		first := s.unasked < 0
-		s.unasked++
-		s.unaskedBytes += e.size
-		if first || last || s.unasked >= s.ackEvery || s.unaskedBytes >= s.ackEveryBytes {
-			s.unasked, s.unaskedBytes = 0, 0
-		} else {
-			reply = ""
+// sendOne sends e, the last of its burst or not, and reports whether the
+// burst may go on.
+func (s *Sink) sendOne(e *inflight, last bool, reply string, maxMsgSize int) bool {
+	first := s.unasked < 0
+	s.unasked++
+	s.unaskedBytes += e.size
+	if first || last || s.unasked >= s.ackEvery || s.unaskedBytes >= s.ackEveryBytes {
+		s.unasked, s.unaskedBytes = 0, 0
+	} else {
+		reply = ""
+	}
+	err := s.send(e, reply, maxMsgSize)
+	var tooBig errMsgSize
+	if errors.Is(err, nats.ErrMaxPayload) || errors.As(err, &tooBig) {
+		reason, fix := tooBig.desc, "raise the stream's max_msg_size, make the payload smaller, or set errors.invalid_event: dead_letter"
+		if tooBig.desc == "" {
+			reason = fmt.Sprintf("payload of %d bytes with its headers is over the server's max_payload of %d bytes", len(e.ev.Payload), s.nc.MaxPayload())
+			fix = "raise max_payload in the nats-server configuration, make the payload smaller, or set errors.invalid_event: dead_letter"
 		}
-		err := s.send(e, reply, maxMsgSize)
-		var tooBig errMsgSize
-		if errors.Is(err, nats.ErrMaxPayload) || errors.As(err, &tooBig) {
-			reason, fix := tooBig.desc, "raise the stream's max_msg_size, make the payload smaller, or set errors.invalid_event: dead_letter"
-			if tooBig.desc == "" {
-				reason = fmt.Sprintf("payload of %d bytes with its headers is over the server's max_payload of %d bytes", len(e.ev.Payload), s.nc.MaxPayload())
-				fix = "raise max_payload in the nats-server configuration, make the payload smaller, or set errors.invalid_event: dead_letter"
-			}
-			if s.cfg.DeadLetterSubject == "" {
-				s.haltAt(e, first, &InvalidEventError{Event: e.ev, Reason: reason, Fix: fix})
-				return
-			}
-			// Dead-letter it without its data, in the same place in the chain.
-			e.ev.Invalid, e.ev.Payload = reason, nil
-			if err = s.send(e, reply, maxMsgSize); errors.As(err, &tooBig) {
-				s.haltAt(e, first, &InvalidEventError{Event: e.ev, Reason: reason + "; without its payload, for the dead-letter subject, it is still too big: " + tooBig.desc, Fix: fix})
-				return
-			}
+		if s.cfg.DeadLetterSubject == "" {
+			s.haltAt(e, first, &InvalidEventError{Event: e.ev, Reason: reason, Fix: fix})
+			return false
 		}
-		if err != nil {
-			s.mu.Lock()
-			s.breakLocked(fmt.Errorf("publish: %w", err))
-			s.mu.Unlock()
-			return
+		// Dead-letter it without its data, in the same place in the chain.
+		e.ev.Invalid, e.ev.Payload = reason, nil
+		if err = s.send(e, reply, maxMsgSize); errors.As(err, &tooBig) {
+			s.haltAt(e, first, &InvalidEventError{Event: e.ev, Reason: reason + "; without its payload, for the dead-letter subject, it is still too big: " + tooBig.desc, Fix: fix})
+			return false
 		}
 	}
+	if err != nil {
+		s.mu.Lock()
+		s.breakLocked(fmt.Errorf("publish: %w", err))
+		s.mu.Unlock()
+		return false
+	}
+	return true
 }
 
 // haltAt stops the sink for good at e, which cannot be sent. Sends before it
