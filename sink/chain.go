@@ -107,11 +107,12 @@ type pubAck struct {
 //
 // All sends of an epoch share one reply subject: a unique subject per send
 // costs nats-server a subject-cache miss for every PubAck, about a tenth of
-// its CPU per message (bench/README). A PubAck names the stream sequence it
-// stored, which identifies the send, since each send of an epoch was chained
-// to take its own sequence. An error names nothing, and needs nothing: any
-// error breaks the chain, and the resume reads from the stream what was
-// stored.
+// its CPU per message (README, Performance). A PubAck names the stream
+// sequence it stored, which identifies the send, since each send of an epoch
+// was chained to take its own sequence; it settles every earlier send too,
+// including those that did not ask for a PubAck (see sendQueued). An error
+// names nothing, and needs nothing: any error breaks the chain, and the
+// resume reads from the stream what was stored.
 func (s *Sink) onAck(m *nats.Msg) {
 	epoch, err := strconv.ParseUint(strings.TrimPrefix(m.Subject, s.inbox), 10, 64)
 	if err != nil {

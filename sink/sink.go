@@ -408,13 +408,16 @@ func (s *Sink) Run(ctx context.Context) error {
 //
 // Only some sends ask for a PubAck: the first of an epoch, the last of each
 // burst (nothing else queued), and one in every ackEvery events or
-// ackEveryBytes bytes. The chain makes the others' PubAcks redundant: a
-// send stored at its predicted sequence proves every earlier send of the
-// epoch stored, and a send that is refused makes every later one fail too
-// ("wrong last sequence"), so the next send that asks says so. The last send
-// on the wire always asks, so every send is settled, or breaks the chain.
-// Fewer PubAcks cost nats-server and the relay less per event (README,
-// "PubAcks for some sends").
+// ackEveryBytes bytes. The chain makes the others' PubAcks redundant. A
+// send is stored only right after the sequence it was chained on, so one
+// stored at its predicted sequence proves every sequence before it filled;
+// the relay is the stream's only writer and every epoch (and every relay on
+// the slot) predicts the same event for the same sequence, so each holds
+// the event predicted for it. A send that is refused makes every later one
+// fail too ("wrong last sequence"), so the next send that asks says so. The
+// last send on the wire always asks, so every send is settled, or breaks
+// the chain. Fewer PubAcks cost nats-server and the relay less per event
+// (README, "PubAcks for some sends").
 func (s *Sink) sendQueued() {
 	for {
 		// Take every queued event at once: one lock and one clock read for
