@@ -108,15 +108,17 @@ func (c *confirmAll) Watermark() pglogrepl.LSN {
 
 // publishLimit publishes n messages shaped like the relay's (same subjects,
 // headers and ~300-byte payloads) to a fresh stream, pipelined with the same
-// window and chained on Nats-Expected-Last-Sequence, with no Postgres. Like
-// the relay's sink, it asks for the PubAcks of the first message, of one in
-// every window/16 and of the last; a PubAck's sequence settles every message
-// before it. It reuses one message and header map, as the sink does, and
-// formats only what changes: this is the rate JetStream itself allows. (It
-// used to build all n messages before the clock started, but at 1M their
-// 1.5 GB made its own garbage collector take the CPU nats-server needed.)
-// It returns messages per second.
-func publishLimit(natsURL, streamName string, n int) (float64, error) {
+// window and chained on Nats-Expected-Last-Sequence, with no Postgres. One
+// message in every askEvery asks for its PubAck, and the last: 1 is an
+// async JetStream publish, every message acknowledged; the relay's sink
+// asks for one in every window/16 (sink.sendQueued), which costs
+// nats-server less per message. A PubAck's sequence settles every message
+// before it, as in the sink. It reuses one message and header map, as the
+// sink does, and formats only what changes: this is the rate JetStream
+// itself allows. (It used to build all n messages before the clock started,
+// but at 1M their 1.5 GB made its own garbage collector take the CPU
+// nats-server needed.) It returns messages per second.
+func publishLimit(natsURL, streamName string, n, askEvery int) (float64, error) {
 	ctx := context.Background()
 	nc, err := nats.Connect(natsURL)
 	if err != nil {
@@ -130,7 +132,7 @@ func publishLimit(natsURL, streamName string, n int) (float64, error) {
 	defer js.DeleteStream(ctx, streamName)
 
 	inbox := nc.NewInbox()
-	const window, askEvery, aggregates = 4096, 4096 / 16, 10000
+	const window, aggregates = 4096, 10000
 	aggs, subjects := make([]string, aggregates), make([]string, aggregates)
 	for i := range aggs {
 		aggs[i] = "agg-" + strconv.Itoa(i)
