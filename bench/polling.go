@@ -103,7 +103,7 @@ func pollingLatencyTable(rs []int, latDur time.Duration) error {
 		return fmt.Errorf("polling baseline latency: %w", err)
 	}
 	for _, l := range lat {
-		fmt.Printf("%-10d %12.0f %10s %10s %10s %14s\n", l.rate, l.achieved, l.p50.Round(10*time.Microsecond), l.p99.Round(10*time.Microsecond), l.p999.Round(10*time.Microsecond), l.lagAfter.Round(time.Millisecond))
+		fmt.Printf("%-10d %12.0f %10s %10s %10s %14s\n", l.rate, l.achieved, l.p50.Round(10*time.Microsecond), l.p99.Round(10*time.Microsecond), l.p999.Round(10*time.Microsecond), l.lagAfter.Round(10*time.Microsecond))
 	}
 	return nil
 }
