@@ -18,6 +18,7 @@ import (
 	"github.com/outboxrelay/outboxrelay/capture"
 	"github.com/outboxrelay/outboxrelay/decode"
 	"github.com/outboxrelay/outboxrelay/internal/testenv"
+	"github.com/outboxrelay/outboxrelay/sink"
 )
 
 // decodeLimit reads n outbox events from slot with the relay's capture and
@@ -111,8 +112,8 @@ func (c *confirmAll) Watermark() pglogrepl.LSN {
 // window and chained on Nats-Expected-Last-Sequence, with no Postgres. One
 // message in every askEvery asks for its PubAck, and the last: 1 is an
 // async JetStream publish, every message acknowledged; the relay's sink
-// asks for one in every window/16 (sink.sendQueued), which costs
-// nats-server less per message. A PubAck's sequence settles every message
+// asks for one in every sink.AskEvery(window), which costs nats-server less
+// per message. A PubAck's sequence settles every message
 // before it, as in the sink. It reuses one message and header map, as the
 // sink does, and formats only what changes: this is the rate JetStream
 // itself allows. (It used to build all n messages before the clock started,
@@ -132,7 +133,7 @@ func publishLimit(natsURL, streamName string, n, askEvery int) (float64, error) 
 	defer js.DeleteStream(ctx, streamName)
 
 	inbox := nc.NewInbox()
-	const window, aggregates = 4096, 10000
+	const window, aggregates = sink.DefaultWindow, 10000
 	aggs, subjects := make([]string, aggregates), make([]string, aggregates)
 	for i := range aggs {
 		aggs[i] = "agg-" + strconv.Itoa(i)

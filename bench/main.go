@@ -22,6 +22,7 @@ import (
 	"time"
 
 	"github.com/outboxrelay/outboxrelay/internal/testenv"
+	"github.com/outboxrelay/outboxrelay/sink"
 )
 
 func main() {
@@ -209,7 +210,7 @@ func drain(n, txSize int) (result, error) {
 		if res.publish, err = publishLimit(e.ns.URL(), "OUTBOX", n, 1); err != nil {
 			return result{}, err
 		}
-		if res.publishSink, err = publishLimit(e.ns.URL(), "OUTBOX", n, 4096/16); err != nil {
+		if res.publishSink, err = publishLimit(e.ns.URL(), "OUTBOX", n, sink.AskEvery(sink.DefaultWindow)); err != nil {
 			return result{}, err
 		}
 	}

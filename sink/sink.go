@@ -107,10 +107,17 @@ type Sink struct {
 	hdrExtra   bool                       // m.Header also holds other keys
 	// unasked counts the sends since the last one that asked for a PubAck,
 	// and unaskedBytes their sizes; unasked < 0 until the epoch's first send.
-	unasked, unaskedBytes   int
-	ackEvery, ackEveryBytes int         // ask at least this often
-	batch                   []*inflight // the burst being sent
+	unasked, unaskedBytes int
+	batch                 []*inflight // the burst being sent
 }
+
+// DefaultWindow is how many events are in flight at most when
+// Config.Window is not set.
+const DefaultWindow = 4096
+
+// AskEvery is how many sends in a row, at most, go without asking for a
+// PubAck in a window of that many events (or bytes): a sixteenth of it.
+func AskEvery(window int) int { return window / 16 }
 
 // baseHeaders are the headers of every message, in hdrVals order.
 var baseHeaders = [...]string{HeaderMsgID, HeaderExpectedSeq, HeaderEventID, HeaderEventType,
@@ -158,7 +165,7 @@ func (s *Sink) streamSubjects() []string {
 // New returns a sink that publishes on nc. Nothing is sent before Run.
 func New(nc *nats.Conn, cfg Config, acker Acker) (*Sink, error) {
 	if cfg.Window <= 0 {
-		cfg.Window = 4096
+		cfg.Window = DefaultWindow
 	}
 	if cfg.WindowBytes <= 0 {
 		cfg.WindowBytes = 32 << 20
@@ -197,7 +204,6 @@ func New(nc *nats.Conn, cfg Config, acker Acker) (*Sink, error) {
 		broken: errors.New("not started"),
 	}
 	s.cond = sync.NewCond(&s.mu)
-	s.ackEvery, s.ackEveryBytes = max(1, cfg.Window/16), max(1, cfg.WindowBytes/16)
 	s.msg.Header = nats.Header{}
 	for i, k := range baseHeaders {
 		s.hdrVals[i] = make([]string, 1)
@@ -407,8 +413,8 @@ func (s *Sink) Run(ctx context.Context) error {
 // sequence predicted for the one before it.
 //
 // Only some sends ask for a PubAck: the first of an epoch, the last of each
-// burst (nothing else queued), and one in every ackEvery events or
-// ackEveryBytes bytes. The chain makes the others' PubAcks redundant. A
+// burst (nothing else queued), and one in every AskEvery(Window) events or
+// AskEvery(WindowBytes) bytes. The chain makes the others' PubAcks redundant. A
 // send is stored only right after the sequence it was chained on, so one
 // stored at its predicted sequence proves every sequence before it filled;
 // the relay is the stream's only writer and every epoch (and every relay on
@@ -453,7 +459,7 @@ func (s *Sink) sendOne(e *inflight, last bool, reply string, maxMsgSize int) boo
 	first := s.unasked < 0
 	s.unasked++
 	s.unaskedBytes += e.size
-	if first || last || s.unasked >= s.ackEvery || s.unaskedBytes >= s.ackEveryBytes {
+	if first || last || s.unasked >= AskEvery(s.cfg.Window) || s.unaskedBytes >= AskEvery(s.cfg.WindowBytes) {
 		s.unasked, s.unaskedBytes = 0, 0
 	} else {
 		reply = ""
