@@ -23,8 +23,11 @@ import (
 
 // decodeLimit reads n outbox events from slot with the relay's capture and
 // decode, discarding them: the rate Postgres and decoding allow with no
-// publishing at all. It returns events per second.
-func decodeLimit(pgURL, slot string, n int) (float64, error) {
+// publishing at all. It returns events per second, and the CPU seconds the
+// walsenders of pg (the postmaster's pid) spent meanwhile: a reader this
+// fast keeps the walsender waking it, which costs the walsender more per
+// event than feeding the relay (README, Performance).
+func decodeLimit(pgURL string, pgPid int, slot string, n int) (rate, walsender float64, err error) {
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
 	acked := &confirmAll{}
@@ -36,14 +39,16 @@ func decodeLimit(pgURL, slot string, n int) (float64, error) {
 	go func() { errc <- cp.Run(ctx) }()
 	defer func() { cancel(); <-errc }() // release the slot before the caller drops it
 	dec := decode.NewDecoder(decode.Table{Schema: "public", Name: "outbox"})
+	roots := map[int]string{pgPid: "postgres"}
+	before := sampleCPU(roots)
 	start := time.Now()
 	for events := 0; events < n; {
 		select {
 		case err := <-errc:
 			errc <- err
-			return 0, fmt.Errorf("capture stopped: %v", err)
+			return 0, 0, fmt.Errorf("capture stopped: %v", err)
 		case <-time.After(time.Minute):
-			return 0, fmt.Errorf("decode limit: %d of %d events after a minute of silence", events, n)
+			return 0, 0, fmt.Errorf("decode limit: %d of %d events after a minute of silence", events, n)
 		case m := <-cp.Messages():
 			if m.Kind == capture.Restart {
 				dec.Reset()
@@ -53,7 +58,7 @@ func decodeLimit(pgURL, slot string, n int) (float64, error) {
 			}
 			res, err := dec.Decode(m.Data)
 			if err != nil {
-				return 0, err
+				return 0, 0, err
 			}
 			switch res.Kind {
 			case decode.KindEvent:
@@ -63,7 +68,10 @@ func decodeLimit(pgURL, slot string, n int) (float64, error) {
 			}
 		}
 	}
-	return float64(n) / time.Since(start).Seconds(), nil
+	rate = float64(n) / time.Since(start).Seconds()
+	// Sampled before the deferred cancel: a walsender that has exited is
+	// no longer in /proc.
+	return rate, cpuUse(before, sampleCPU(roots))["walsender"], nil
 }
 
 // recvlogicalLimit reads the backlog in slot with Postgres's own

@@ -141,6 +141,7 @@ type result struct {
 	rssKiB          int
 	cpu             map[string]float64 // CPU seconds by role during the drain
 	decode, publish float64            // limits measured in the same run
+	decodeWalsender float64            // CPU seconds of the walsender feeding decode-only
 	publishSink     float64            // publish, asking for PubAcks as the sink does
 	recvlogical     float64            // Postgres's own client on the same backlog, for reference
 }
@@ -159,6 +160,7 @@ func drains(ns, txs []int) error {
 	fmt.Println("pg_recvlogical = Postgres's own client reading the same backlog to /dev/null, for reference.")
 	fmt.Println("cpu = CPU time per event of each process during the relay's drain; steal = the share of the")
 	fmt.Println("machine's CPU time a hypervisor gave to other guests (above a few percent, the figures are low).")
+	fmt.Println("cpu feeding decode-only = the walsender's CPU time per event while decode-only read the backlog.")
 	fmt.Println()
 	fmt.Printf("%-12s %9s %12s %12s %12s %13s %7s %8s %10s %15s\n", "events/tx", "events", "relay ev/s", "decode ev/s", "publish m/s", "publish* m/s", "ratio", "/publish", "peak RSS", "pg_recvlogical")
 	for _, n := range ns {
@@ -174,6 +176,9 @@ func drains(ns, txs []int) error {
 			}
 			fmt.Printf("%-12d %9d %12.0f %12.0f %12.0f %13.0f %7.2f %8.2f %6.1f MiB %15.0f\n", tx, n, rate, res.decode, res.publish, res.publishSink, ratio, ofPublish, float64(res.rssKiB)/1024, res.recvlogical)
 			fmt.Printf("    cpu: %s\n", formatCPU(res.cpu, n, res.cpuSecs))
+			if withLimits {
+				fmt.Printf("    cpu feeding decode-only: walsender %.1f µs/event\n", res.decodeWalsender/float64(n)*1e6)
+			}
 		}
 	}
 	return nil
@@ -194,7 +199,7 @@ func drain(n, txSize int) (result, error) {
 	}
 	var res result
 	if withLimits {
-		if res.decode, err = decodeLimit(pgURL(e.pg), "bench_decode", n); err != nil {
+		if res.decode, res.decodeWalsender, err = decodeLimit(pgURL(e.pg), e.pg.Pid(), "bench_decode", n); err != nil {
 			return result{}, err
 		}
 		if res.recvlogical, err = recvlogicalLimit(ctx, e.pg, "bench_recvlogical", n); err != nil {
