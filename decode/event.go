@@ -46,7 +46,7 @@ type Header struct {
 	Value string
 }
 
-// Before reports whether e sits at or before the position (lsn, seq).
-func (e *Event) Before(lsn pglogrepl.LSN, seq uint32) bool {
+// AtOrBefore reports whether e sits at or before the position (lsn, seq).
+func (e *Event) AtOrBefore(lsn pglogrepl.LSN, seq uint32) bool {
 	return e.CommitLSN < lsn || (e.CommitLSN == lsn && e.TxSeq <= seq)
 }

@@ -330,7 +330,7 @@ func (s *Sink) resume(ctx context.Context) error {
 	settled := 0
 	if found {
 		now := time.Now()
-		for s.head < len(s.queue) && s.queue[s.head].ev.Before(pos.CommitLSN, pos.TxSeq) {
+		for s.head < len(s.queue) && s.queue[s.head].ev.AtOrBefore(pos.CommitLSN, pos.TxSeq) {
 			s.popLocked(now)
 			settled++
 		}

@@ -243,7 +243,7 @@ func (s *Sink) Publish(ctx context.Context, ev *decode.Event) error {
 			s.mu.Unlock()
 			return err
 		}
-		if s.resumed && ev.Before(s.last.CommitLSN, s.last.TxSeq) {
+		if s.resumed && ev.AtOrBefore(s.last.CommitLSN, s.last.TxSeq) {
 			s.mu.Unlock()
 			s.acker.Ack(ev.CommitLSN)
 			return nil
