@@ -12,7 +12,6 @@ import (
 	"log/slog"
 	"math/rand/v2"
 	"slices"
-	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -115,14 +114,6 @@ type Sink struct {
 // Config.Window is not set.
 const DefaultWindow = 4096
 
-// AskEvery is how many sends in a row, at most, go without asking for a
-// PubAck in a window of that many events (or bytes): a sixteenth of it.
-func AskEvery(window int) int { return window / 16 }
-
-// baseHeaders are the headers of every message, in hdrVals order.
-var baseHeaders = [...]string{HeaderMsgID, HeaderExpectedSeq, HeaderEventID, HeaderEventType,
-	HeaderAggregateType, HeaderAggregateID, HeaderCommitLSN, HeaderTxSeq, HeaderCommitTime}
-
 type inflight struct {
 	ev   *decode.Event
 	seq  uint64 // stream sequence it was sent to take
@@ -211,10 +202,6 @@ func New(nc *nats.Conn, cfg Config, acker Acker) (*Sink, error) {
 	}
 	return s, nil
 }
-
-// MaxSubjectLen is the longest subject the sink publishes: nats-server's
-// default max_control_line (4096) less the rest of the HPUB line.
-const MaxSubjectLen = 3900
 
 // Publish hands ev to the sink; the sink owns ev from now on. It blocks while
 // the window is full. An event at or before a position already handed over or
@@ -409,118 +396,6 @@ func (s *Sink) Run(ctx context.Context) error {
 	}
 }
 
-// sendQueued sends every enqueued event not yet sent, each chained on the
-// sequence predicted for the one before it.
-//
-// Only some sends ask for a PubAck: the first of an epoch, the last of each
-// burst (nothing else queued), and one in every AskEvery(Window) events or
-// AskEvery(WindowBytes) bytes. The chain makes the others' PubAcks redundant. A
-// send is stored only right after the sequence it was chained on, so one
-// stored at its predicted sequence proves every sequence before it filled;
-// the relay is the stream's only writer and every epoch (and every relay on
-// the slot) predicts the same event for the same sequence, so each holds
-// the event predicted for it. A send that is refused makes every later one
-// fail too ("wrong last sequence"), so the next send that asks says so. The
-// last send on the wire always asks, so every send is settled, or breaks
-// the chain. Fewer PubAcks cost nats-server and the relay less per event
-// (README, Performance, "PubAcks for some sends").
-func (s *Sink) sendQueued() {
-	for {
-		// Take every queued event at once: one lock and one clock read for
-		// a burst, not for each event.
-		s.mu.Lock()
-		if s.broken != nil || s.fatal != nil || s.sent == len(s.queue) {
-			s.mu.Unlock()
-			return
-		}
-		now := time.Now()
-		batch := append(s.batch[:0], s.queue[s.sent:]...)
-		for _, e := range batch {
-			e.seq, e.sent = s.nextSeq, now
-			s.nextSeq++
-		}
-		s.sent = len(s.queue)
-		reply, maxMsgSize := s.reply, s.maxMsgSize
-		s.mu.Unlock()
-		s.batch = batch
-		for i, e := range batch {
-			if !s.sendOne(e, i == len(batch)-1, reply, maxMsgSize) {
-				clear(batch)
-				return
-			}
-		}
-		clear(batch) // let acked events go
-	}
-}
-
-// sendOne sends e, the last of its burst or not, and reports whether the
-// burst may go on.
-func (s *Sink) sendOne(e *inflight, last bool, reply string, maxMsgSize int) bool {
-	first := s.unasked < 0
-	s.unasked++
-	s.unaskedBytes += e.size
-	if first || last || s.unasked >= AskEvery(s.cfg.Window) || s.unaskedBytes >= AskEvery(s.cfg.WindowBytes) {
-		s.unasked, s.unaskedBytes = 0, 0
-	} else {
-		reply = ""
-	}
-	err := s.send(e, reply, maxMsgSize)
-	var tooBig errMsgSize
-	if errors.Is(err, nats.ErrMaxPayload) || errors.As(err, &tooBig) {
-		reason, fix := tooBig.desc, "raise the stream's max_msg_size, make the payload smaller, or set errors.invalid_event: dead_letter"
-		if tooBig.desc == "" {
-			reason = fmt.Sprintf("payload of %d bytes with its headers is over the server's max_payload of %d bytes", len(e.ev.Payload), s.nc.MaxPayload())
-			fix = "raise max_payload in the nats-server configuration, make the payload smaller, or set errors.invalid_event: dead_letter"
-		}
-		if s.cfg.DeadLetterSubject == "" {
-			s.haltAt(e, first, &InvalidEventError{Event: e.ev, Reason: reason, Fix: fix})
-			return false
-		}
-		// Dead-letter it without its data, in the same place in the chain.
-		e.ev.Invalid, e.ev.Payload = reason, nil
-		if err = s.send(e, reply, maxMsgSize); errors.As(err, &tooBig) {
-			s.haltAt(e, first, &InvalidEventError{Event: e.ev, Reason: reason + "; without its payload, for the dead-letter subject, it is still too big: " + tooBig.desc, Fix: fix})
-			return false
-		}
-	}
-	if err != nil {
-		s.mu.Lock()
-		s.breakLocked(fmt.Errorf("publish: %w", err))
-		s.mu.Unlock()
-		return false
-	}
-	return true
-}
-
-// haltAt stops the sink for good at e, which cannot be sent. Sends before it
-// in the epoch may not have asked for their PubAcks, so unless e is the
-// epoch's first, it breaks the chain instead: the resume settles them from
-// the stream, and e, first of the next epoch, halts the sink then.
-func (s *Sink) haltAt(e *inflight, first bool, err error) {
-	if first {
-		s.setFatal(err)
-		return
-	}
-	s.mu.Lock()
-	s.breakLocked(fmt.Errorf("event at stream sequence %d cannot be sent; settling the sends before it: %w", e.seq, err))
-	s.mu.Unlock()
-}
-
-func (s *Sink) fatalErr() error {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.fatal
-}
-
-// breakLocked marks the chain broken; Run resumes it. s.mu must be held.
-func (s *Sink) breakLocked(err error) {
-	if s.broken == nil {
-		s.broken = err
-		s.log.Warn("publish chain broken, resuming from the stream", "err", err)
-		s.signal()
-	}
-}
-
 func sleep(ctx context.Context, d time.Duration) bool {
 	t := time.NewTimer(d)
 	defer t.Stop()
@@ -534,57 +409,4 @@ func sleep(ctx context.Context, d time.Duration) bool {
 
 func jitter(d time.Duration) time.Duration {
 	return d/2 + rand.N(d/2+1)
-}
-
-// unrepresentable says why a header value of ev cannot travel in a NATS
-// header unchanged (nats.go trims surrounding white space and turns CR/LF
-// into spaces), or "" when all can.
-func unrepresentable(ev *decode.Event) string {
-	check := func(name, v string) string {
-		if !representable(v) {
-			return fmt.Sprintf("%s %q has surrounding white space or a line break, which a NATS header cannot carry unchanged", name, v)
-		}
-		return ""
-	}
-	for _, f := range [...]struct{ name, v string }{{"id", ev.ID}, {"type", ev.Type}, {"aggregate_type", ev.AggregateType}, {"aggregate_id", ev.AggregateID}} {
-		if r := check(f.name, f.v); r != "" {
-			return r
-		}
-	}
-	for _, h := range ev.Headers {
-		if r := check("header "+h.Name, h.Value); r != "" {
-			return r
-		}
-	}
-	return ""
-}
-
-// representable reports whether v has no CR or LF and no white space around
-// it (as strings.TrimSpace sees it). It runs for every header value of every
-// event, so the common case is one pass over the bytes: a value that begins
-// and ends with a printable ASCII byte other than a space has no white space
-// around it, Unicode or not.
-func representable(v string) bool {
-	if v == "" {
-		return true
-	}
-	first, last := v[0], v[len(v)-1]
-	if first <= ' ' || first >= 0x7f || last <= ' ' || last >= 0x7f {
-		if strings.TrimSpace(v) != v {
-			return false
-		}
-	}
-	return strings.IndexByte(v, '\r') < 0 && strings.IndexByte(v, '\n') < 0
-}
-
-// InvalidEventError stops the relay at an event that cannot be published.
-type InvalidEventError struct {
-	Event  *decode.Event
-	Reason string
-	Fix    string
-}
-
-func (e *InvalidEventError) Error() string {
-	return fmt.Sprintf("event %q (table %s, commit LSN %s, position %d in its transaction) cannot be published: %s; fix: %s",
-		e.Event.ID, e.Event.Table, e.Event.CommitLSN, e.Event.TxSeq, e.Reason, e.Fix)
 }

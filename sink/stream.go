@@ -229,3 +229,10 @@ func parsePosition(lsn, seq string) (Position, error) {
 	}
 	return Position{CommitLSN: l, TxSeq: uint32(s)}, nil
 }
+
+// StreamConfigError means the stream cannot be used as configured; retrying
+// will not help.
+type StreamConfigError struct{ Err error }
+
+func (e *StreamConfigError) Error() string { return e.Err.Error() }
+func (e *StreamConfigError) Unwrap() error { return e.Err }
