@@ -80,7 +80,7 @@ func (m *metrics) register(cp *capture.Capture, sk *sink.Sink, tr *checkpoint.Tr
 			return inv
 		}
 		var inv *sink.InvalidEventError
-		if errors.As(sk.Err(), &inv) {
+		if errors.As(sk.Halted(), &inv) {
 			return inv
 		}
 		return nil

@@ -122,7 +122,7 @@ func haltReason(p *pipeline, sk *sink.Sink) string {
 	if h := p.halted(); h != "" {
 		return h
 	}
-	if err := sk.Err(); err != nil {
+	if err := sk.Halted(); err != nil {
 		return err.Error()
 	}
 	return ""

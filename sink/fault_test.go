@@ -74,14 +74,14 @@ func waitFlowing(t *testing.T, s *sink.Sink, n uint64) {
 	t.Helper()
 	target := s.Stats().Published + n
 	testenv.WaitFor(t, 20*time.Second, fmt.Sprintf("%d more events stored with more in flight", n), func() (bool, error) {
-		if s.Err() != nil {
+		if s.Halted() != nil {
 			return true, nil
 		}
 		st := s.Stats()
 		ok, why := s.Healthy()
 		return ok && st.Published >= target && st.InFlight > 0, fmt.Errorf("stats %+v, healthy %v %s", st, ok, why)
 	})
-	if err := s.Err(); err != nil {
+	if err := s.Halted(); err != nil {
 		t.Fatalf("sink stopped for good: %v", err)
 	}
 }
@@ -116,8 +116,8 @@ func TestSinkSurvivesNATSKill(t *testing.T) {
 	if got := s.Stats().Resumes; got < 2 {
 		t.Errorf("Stats().Resumes = %d, want at least 2 (start and the kill)", got)
 	}
-	if err := s.Err(); err != nil {
-		t.Errorf("Err() = %v after recovering", err)
+	if err := s.Halted(); err != nil {
+		t.Errorf("Halted() = %v after recovering", err)
 	}
 }
 
@@ -165,7 +165,7 @@ func TestSinkSurvivesNATSFreeze(t *testing.T) {
 	if got := s.Stats().Resumes; got < 7 {
 		t.Errorf("Stats().Resumes = %d, want at least 7 (start and six freezes)", got)
 	}
-	if err := s.Err(); err != nil {
-		t.Errorf("Err() = %v after recovering", err)
+	if err := s.Halted(); err != nil {
+		t.Errorf("Halted() = %v after recovering", err)
 	}
 }

@@ -389,7 +389,7 @@ func waitStopped(t *testing.T, s *sink.Sink, what string, timeout time.Duration)
 	t.Helper()
 	var err error
 	testenv.WaitFor(t, timeout, what, func() (bool, error) {
-		if err = s.Err(); err != nil {
+		if err = s.Halted(); err != nil {
 			return true, nil
 		}
 		_, why := s.Healthy()

@@ -42,14 +42,14 @@ func TestSinkMaxPayload(t *testing.T) {
 		err := waitStopped(t, s, "the sink to stop", 10*time.Second)
 		var inv *sink.InvalidEventError
 		if !errors.As(err, &inv) {
-			t.Fatalf("Err() = %v, want an *InvalidEventError", err)
+			t.Fatalf("Halted() = %v, want an *InvalidEventError", err)
 		}
 		if inv.Event.ID != "ev-00004" {
 			t.Errorf("InvalidEventError.Event.ID = %q, want ev-00004", inv.Event.ID)
 		}
 		for _, want := range []string{`"ev-00004"`, "max_payload", "public.outbox", lsnString(inv.Event.CommitLSN), "dead_letter"} {
 			if !strings.Contains(err.Error(), want) {
-				t.Errorf("Err() = %q, want it to contain %s", err, want)
+				t.Errorf("Halted() = %q, want it to contain %s", err, want)
 			}
 		}
 		if perr := s.Publish(ctx, makeEvents(5, 5)[0]); !errors.As(perr, &inv) {
@@ -222,7 +222,7 @@ func TestSinkStreamMaxMsgSize(t *testing.T) {
 	err := waitStopped(t, s, "the sink to stop at the oversized event", 5*time.Second)
 	var inv *sink.InvalidEventError
 	if !errors.As(err, &inv) || inv.Event.ID != "ev-00002" {
-		t.Errorf("Err() = %v, want an *InvalidEventError for ev-00002", err)
+		t.Errorf("Halted() = %v, want an *InvalidEventError for ev-00002", err)
 	}
 }
 
@@ -336,10 +336,10 @@ func TestSinkStreamMaxMsgSizeLowered(t *testing.T) {
 	err = waitStopped(t, s, "the sink to stop at the oversized event", 10*time.Second)
 	var inv *sink.InvalidEventError
 	if !errors.As(err, &inv) || inv.Event.ID != "ev-00005" {
-		t.Fatalf("Err() = %v, want an *InvalidEventError for ev-00005", err)
+		t.Fatalf("Halted() = %v, want an *InvalidEventError for ev-00005", err)
 	}
 	if !strings.Contains(err.Error(), "max_msg_size of 2048 bytes") {
-		t.Errorf("Err() = %q, want it to name the stream's max_msg_size of 2048 bytes", err)
+		t.Errorf("Halted() = %q, want it to name the stream's max_msg_size of 2048 bytes", err)
 	}
 	if msgs := readStream(t, js, testStream); len(msgs) != 4 {
 		t.Errorf("stream holds %d messages, want ev-00001..ev-00004", len(msgs))

@@ -148,8 +148,8 @@ func TestSinkReportsARefusalOfASendThatDidNotAsk(t *testing.T) {
 	if got := s.Stats().Resumes - before; got > 10 {
 		t.Errorf("the sink resumed %d times in a second against a stream that refuses the event, want it to back off", got)
 	}
-	if s.Err() != nil {
-		t.Errorf("Err() = %v; a refusal by the stream is retried, not a halt", s.Err())
+	if s.Halted() != nil {
+		t.Errorf("Halted() = %v; a refusal by the stream is retried, not a halt", s.Halted())
 	}
 }
 

@@ -37,7 +37,7 @@ func (s *Sink) resume(ctx context.Context) error {
 		if err != nil {
 			var cfgErr *StreamConfigError
 			if errors.As(err, &cfgErr) {
-				return s.setFatal(err)
+				return s.setHalt(err)
 			}
 			return err
 		}
@@ -48,7 +48,7 @@ func (s *Sink) resume(ctx context.Context) error {
 	lastSeq, pos, found, maxMsgSize, err := lastPosition(qctx, st)
 	cancel()
 	if errors.Is(err, ErrSharedStream) {
-		return s.setFatal(err)
+		return s.setHalt(err)
 	}
 	if errors.Is(err, jetstream.ErrStreamNotFound) {
 		// Deleted while the relay ran. The next resume creates it again, and
@@ -67,16 +67,12 @@ func (s *Sink) resume(ctx context.Context) error {
 	s.stream = st
 	s.maxMsgSize = maxMsgSize
 	if found && pos.Less(s.stored) {
-		s.fatal = fmt.Errorf("stream %q lost events it had acknowledged: its last message is at %s but %s was stored before; was the stream purged or recreated? The relay stops rather than publish out of order; restore the stream, or delete it and the slot to start over", s.cfg.Stream, pos, s.stored)
-		s.cond.Broadcast()
-		return s.fatal
+		return s.haltLocked(fmt.Errorf("stream %q lost events it had acknowledged: its last message is at %s but %s was stored before; was the stream purged or recreated? The relay stops rather than publish out of order; restore the stream, or delete it and the slot to start over", s.cfg.Stream, pos, s.stored))
 	}
 	if lastSeq < s.seenSeq {
 		// A purge keeps the last sequence; only a new stream starts again.
-		s.fatal = fmt.Errorf("stream %q lost events it had acknowledged: its last sequence is %d but the relay saw sequence %d stored; was the stream deleted, recreated or restored from a backup? "+
-			"The relay stops rather than carry on as if the stream had them: restore the stream, or restart the relay to carry on in this stream after the last event it stored (%s)", s.cfg.Stream, lastSeq, s.seenSeq, s.stored)
-		s.cond.Broadcast()
-		return s.fatal
+		return s.haltLocked(fmt.Errorf("stream %q lost events it had acknowledged: its last sequence is %d but the relay saw sequence %d stored; was the stream deleted, recreated or restored from a backup? "+
+			"The relay stops rather than carry on as if the stream had them: restore the stream, or restart the relay to carry on in this stream after the last event it stored (%s)", s.cfg.Stream, lastSeq, s.seenSeq, s.stored))
 	}
 	s.seenSeq = lastSeq
 	settled := 0

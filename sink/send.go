@@ -38,7 +38,7 @@ func (s *Sink) sendQueued() {
 		// Take every queued event at once: one lock and one clock read for
 		// a burst, not for each event.
 		s.mu.Lock()
-		if s.broken != nil || s.fatal != nil || s.sent == len(s.queue) {
+		if s.broken != nil || s.halt != nil || s.sent == len(s.queue) {
 			s.mu.Unlock()
 			return
 		}
@@ -101,13 +101,13 @@ func (s *Sink) sendOne(e *inflight, last bool, reply string, maxMsgSize int) boo
 	return true
 }
 
-// haltAt stops the sink for good at e, which cannot be sent. Sends before it
+// haltAt halts the sink at e, which cannot be sent. Sends before it
 // in the epoch may not have asked for their PubAcks, so unless e is the
 // epoch's first, it breaks the chain instead: the resume settles them from
 // the stream, and e, first of the next epoch, halts the sink then.
 func (s *Sink) haltAt(e *inflight, first bool, err error) {
 	if first {
-		s.setFatal(err)
+		s.setHalt(err)
 		return
 	}
 	s.mu.Lock()

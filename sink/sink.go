@@ -81,14 +81,14 @@ type Sink struct {
 	head, sent  int
 	queuedBytes int
 	stream      jetstream.Stream
-	nextSeq     uint64 // stream sequence the next send takes
-	epoch       uint64 // bumped by every resume; stale PubAcks are ignored
-	reply       string // where this epoch's PubAcks go: inbox + epoch
-	maxMsgSize  int    // the stream's max_msg_size as last read; <= 0 for none
-	seenSeq     uint64 // the highest stream sequence seen stored; the stream never goes below it
-	broken      error  // why the chain needs a resume; nil while healthy
-	resumed     bool   // the first resume is done
-	fatal       error
+	nextSeq     uint64   // stream sequence the next send takes
+	epoch       uint64   // bumped by every resume; stale PubAcks are ignored
+	reply       string   // where this epoch's PubAcks go: inbox + epoch
+	maxMsgSize  int      // the stream's max_msg_size as last read; <= 0 for none
+	seenSeq     uint64   // the highest stream sequence seen stored; the stream never goes below it
+	broken      error    // why the chain needs a resume, which Run does (not a halt); nil while healthy
+	resumed     bool     // the first resume is done
+	halt        error    // why the sink halted: it sends nothing more (see Halted); nil until then
 	last        Position // newest position enqueued or stored
 	stored      Position // newest position acked by the stream
 
@@ -206,7 +206,7 @@ func New(nc *nats.Conn, cfg Config, acker Acker) (*Sink, error) {
 // Publish hands ev to the sink; the sink owns ev from now on. It blocks while
 // the window is full. An event at or before a position already handed over or
 // stored is acked at once and not sent again. It returns an error only when
-// ctx ends or the sink has stopped for good.
+// ctx ends or the sink has halted.
 func (s *Sink) Publish(ctx context.Context, ev *decode.Event) error {
 	if ev.Invalid == "" {
 		ev.Invalid = unrepresentable(ev)
@@ -225,8 +225,8 @@ func (s *Sink) Publish(ctx context.Context, ev *decode.Event) error {
 	size := len(ev.Payload) + len(ev.ID) + len(ev.AggregateID) + 256
 	s.mu.Lock()
 	for {
-		if s.fatal != nil {
-			err := s.fatal
+		if s.halt != nil {
+			err := s.halt
 			s.mu.Unlock()
 			return err
 		}
@@ -257,8 +257,8 @@ func (s *Sink) Drain(ctx context.Context) error {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	for len(s.queue) > s.head {
-		if s.fatal != nil {
-			return s.fatal
+		if s.halt != nil {
+			return s.halt
 		}
 		if err := s.wait(ctx); err != nil {
 			return fmt.Errorf("drain: %d events still in flight: %w", len(s.queue)-s.head, err)
@@ -287,8 +287,8 @@ func (s *Sink) Healthy() (bool, string) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	switch {
-	case s.fatal != nil:
-		return false, s.fatal.Error()
+	case s.halt != nil:
+		return false, s.halt.Error()
 	case s.broken != nil:
 		return false, s.broken.Error()
 	case !s.nc.IsConnected():
@@ -312,11 +312,11 @@ func (s *Sink) signal() {
 	}
 }
 
-// Err returns the error that stopped the sink for good, or nil.
-func (s *Sink) Err() error { return s.fatalErr() }
+// Halted returns why the sink halted, or nil.
+func (s *Sink) Halted() error { return s.haltErr() }
 
 // Run sends enqueued events, watches for lost PubAcks and resumes the chain
-// after any error, until ctx ends. When the sink stops for good (see Err) it
+// after any error, until ctx ends. When the sink halts (see Halted) it
 // sends nothing more but keeps settling PubAcks of what it sent.
 func (s *Sink) Run(ctx context.Context) error {
 	sub, err := s.nc.Subscribe(s.inbox+"*", s.onAck)
@@ -344,15 +344,15 @@ func (s *Sink) Run(ctx context.Context) error {
 		case <-tick.C:
 		}
 		s.mu.Lock()
-		if fatal := s.fatal; fatal != nil {
+		if halt := s.halt; halt != nil {
 			s.mu.Unlock()
 			if !logged {
 				// Say it now: the pipeline may not publish again for a long
 				// time, and an operator must not have to guess (I3).
 				logged = true
-				attrs := []any{"err", fatal}
+				attrs := []any{"err", halt}
 				var inv *InvalidEventError
-				if errors.As(fatal, &inv) {
+				if errors.As(halt, &inv) {
 					attrs = append(attrs, "event_id", inv.Event.ID, "lsn", inv.Event.CommitLSN.String(), "tx_seq", inv.Event.TxSeq, "table", inv.Event.Table)
 				}
 				s.log.Error("halted: publishing stopped; the slot will not pass the events not yet stored", attrs...)
@@ -376,7 +376,7 @@ func (s *Sink) Run(ctx context.Context) error {
 			}
 			if err := s.resume(ctx); err != nil {
 				rebroken = false
-				if s.fatalErr() != nil {
+				if s.haltErr() != nil {
 					continue
 				}
 				backoff = min(max(2*backoff, 100*time.Millisecond), s.cfg.MaxResumeBackoff)

@@ -184,11 +184,11 @@ func TestSinkRefusesSharedStream(t *testing.T) {
 	}
 	err := waitStopped(t, s, "the sink to stop", 10*time.Second)
 	if !errors.Is(err, sink.ErrSharedStream) {
-		t.Fatalf("Err() = %v, want it to wrap ErrSharedStream", err)
+		t.Fatalf("Halted() = %v, want it to wrap ErrSharedStream", err)
 	}
 	for _, want := range []string{testStream, `"outbox.foreign.1"`, "sources or mirrors"} {
 		if !strings.Contains(err.Error(), want) {
-			t.Errorf("Err() = %q, want it to mention %s", err, want)
+			t.Errorf("Halted() = %q, want it to mention %s", err, want)
 		}
 	}
 	if ok, _ := s.Healthy(); ok {
@@ -297,7 +297,7 @@ func TestSinkStopsWhenStreamLostEvents(t *testing.T) {
 	err := waitStopped(t, s, "the sink to stop", 10*time.Second)
 	for _, want := range []string{"lost events", lsnString(makeEvents(5, 5)[0].CommitLSN), lsnString(makeEvents(10, 10)[0].CommitLSN)} {
 		if !strings.Contains(err.Error(), want) {
-			t.Errorf("Err() = %q, want it to contain %q", err, want)
+			t.Errorf("Halted() = %q, want it to contain %q", err, want)
 		}
 	}
 	if msgs := readStream(t, js, testStream); len(msgs) != 5 {
@@ -339,7 +339,7 @@ func TestSinkStopsWhenStreamRecreated(t *testing.T) {
 			err := waitStopped(t, s, "the sink to stop", 10*time.Second)
 			for _, want := range []string{"lost events", "last sequence is 0", "saw sequence 10 stored", "restart the relay"} {
 				if !strings.Contains(err.Error(), want) {
-					t.Errorf("Err() = %q, want it to contain %q", err, want)
+					t.Errorf("Halted() = %q, want it to contain %q", err, want)
 				}
 			}
 			if msgs := readStream(t, js, testStream); len(msgs) != 0 {

@@ -202,10 +202,10 @@ func TestSinkStreamConfigError(t *testing.T) {
 	err := waitStopped(t, s, "the sink to stop", 10*time.Second)
 	var cfgErr *sink.StreamConfigError
 	if !errors.As(err, &cfgErr) {
-		t.Fatalf("Err() = %v, want a *StreamConfigError", err)
+		t.Fatalf("Halted() = %v, want a *StreamConfigError", err)
 	}
 	if !strings.Contains(err.Error(), `"outbox.>"`) {
-		t.Errorf("Err() = %q, want it to name the missing subject \"outbox.>\"", err)
+		t.Errorf("Halted() = %q, want it to name the missing subject \"outbox.>\"", err)
 	}
 	if ok, why := s.Healthy(); ok || why != err.Error() {
 		t.Errorf("Healthy() = %v, %q; want false, %q", ok, why, err)
