@@ -1,15 +1,48 @@
 package sink
 
 import (
+	"errors"
 	"fmt"
 	"strings"
 
+	"github.com/nats-io/nats.go"
 	"github.com/outboxrelay/outboxrelay/decode"
 )
 
 // MaxSubjectLen is the longest subject the sink publishes: nats-server's
 // default max_control_line (4096) less the rest of the HPUB line.
 const MaxSubjectLen = 3900
+
+// whyInvalid says why ev cannot be published as it is, or "" when it can.
+func (s *Sink) whyInvalid(ev *decode.Event) string {
+	if why := unrepresentable(ev); why != "" {
+		return why
+	}
+	if 3*(len(ev.AggregateType)+len(ev.AggregateID)+len(ev.Type))+256 > MaxSubjectLen {
+		// Rare: render to measure. A longer subject would make nats-server
+		// drop the connection ("maximum control line exceeded").
+		if n := len(s.subjectOf(ev).Render(nil, ev)); n > MaxSubjectLen {
+			return fmt.Sprintf("its subject is %d bytes long after escaping, over the %d bytes a NATS subject may have "+
+				"(nats-server's max_control_line is 4096): shorten the aggregate id or type, or use a template with fewer of them", n, MaxSubjectLen)
+		}
+	}
+	return ""
+}
+
+// oversize says why the send of ev that failed with err was too big, and the
+// fix, or returns "" when err is not about size. The server's limit is read
+// only then: it takes the connection's lock.
+func (s *Sink) oversize(err error, ev *decode.Event) (reason, fix string) {
+	var tooBig errMsgSize
+	switch {
+	case errors.As(err, &tooBig):
+		return tooBig.desc, "raise the stream's max_msg_size, make the payload smaller, or set errors.invalid_event: dead_letter"
+	case errors.Is(err, nats.ErrMaxPayload):
+		return fmt.Sprintf("payload of %d bytes with its headers is over the server's max_payload of %d bytes", len(ev.Payload), s.nc.MaxPayload()),
+			"raise max_payload in the nats-server configuration, make the payload smaller, or set errors.invalid_event: dead_letter"
+	}
+	return "", ""
+}
 
 // unrepresentable says why a header value of ev cannot travel in a NATS
 // header unchanged (nats.go trims surrounding white space and turns CR/LF

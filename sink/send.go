@@ -74,19 +74,14 @@ func (s *Sink) sendOne(e *inflight, last bool, reply string, maxMsgSize int) boo
 		reply = ""
 	}
 	err := s.send(e, reply, maxMsgSize)
-	var tooBig errMsgSize
-	if errors.Is(err, nats.ErrMaxPayload) || errors.As(err, &tooBig) {
-		reason, fix := tooBig.desc, "raise the stream's max_msg_size, make the payload smaller, or set errors.invalid_event: dead_letter"
-		if tooBig.desc == "" {
-			reason = fmt.Sprintf("payload of %d bytes with its headers is over the server's max_payload of %d bytes", len(e.ev.Payload), s.nc.MaxPayload())
-			fix = "raise max_payload in the nats-server configuration, make the payload smaller, or set errors.invalid_event: dead_letter"
-		}
+	if reason, fix := s.oversize(err, e.ev); reason != "" {
 		if s.cfg.DeadLetterSubject == "" {
 			s.haltAt(e, first, &InvalidEventError{Event: e.ev, Reason: reason, Fix: fix})
 			return false
 		}
 		// Dead-letter it without its data, in the same place in the chain.
 		e.ev.Invalid, e.ev.Payload = reason, nil
+		var tooBig errMsgSize
 		if err = s.send(e, reply, maxMsgSize); errors.As(err, &tooBig) {
 			s.haltAt(e, first, &InvalidEventError{Event: e.ev, Reason: reason + "; without its payload, for the dead-letter subject, it is still too big: " + tooBig.desc, Fix: fix})
 			return false

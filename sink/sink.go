@@ -209,15 +209,7 @@ func New(nc *nats.Conn, cfg Config, acker Acker) (*Sink, error) {
 // ctx ends or the sink has halted.
 func (s *Sink) Publish(ctx context.Context, ev *decode.Event) error {
 	if ev.Invalid == "" {
-		ev.Invalid = unrepresentable(ev)
-	}
-	if ev.Invalid == "" && 3*(len(ev.AggregateType)+len(ev.AggregateID)+len(ev.Type))+256 > MaxSubjectLen {
-		// Rare: render to measure. A longer subject would make nats-server
-		// drop the connection ("maximum control line exceeded").
-		if n := len(s.subjectOf(ev).Render(nil, ev)); n > MaxSubjectLen {
-			ev.Invalid = fmt.Sprintf("its subject is %d bytes long after escaping, over the %d bytes a NATS subject may have "+
-				"(nats-server's max_control_line is 4096): shorten the aggregate id or type, or use a template with fewer of them", n, MaxSubjectLen)
-		}
+		ev.Invalid = s.whyInvalid(ev)
 	}
 	if ev.Invalid != "" && s.cfg.DeadLetterSubject == "" {
 		return &InvalidEventError{Event: ev, Reason: ev.Invalid, Fix: "set errors.invalid_event: dead_letter to publish it to the dead-letter subject"}
