@@ -204,7 +204,7 @@ func (p *pipeline) run(ctx context.Context, msgs <-chan capture.Message) error {
 				}
 				ev := res.Event
 				if ev.Invalid != "" && !p.deadLetter {
-					return p.stop(ctx, &sink.InvalidEventError{Event: &ev, Reason: ev.Invalid, Fix: invalidEventFix})
+					return p.stop(ctx, &sink.InvalidEventError{Event: &ev, Reason: ev.Invalid, Fix: sink.InvalidEventFix})
 				}
 				p.tracker.Add(ev.CommitLSN)
 				if err := p.sink.Publish(ctx, &ev); err != nil {
@@ -227,10 +227,6 @@ func (p *pipeline) run(ctx context.Context, msgs <-chan capture.Message) error {
 		}
 	}
 }
-
-const invalidEventFix = "the relay will not skip it. Either set errors.invalid_event: dead_letter and restart, " +
-	"to publish it to the dead-letter subject; or skip its whole transaction with " +
-	"SELECT pg_replication_slot_advance('<slot>', '<the commit LSN + 1>') while the relay is stopped (its other events are lost)"
 
 // stop halts the pipeline with err and waits for ctx: the relay stays up,
 // holds the slot and reports the halt, rather than restarting into the same

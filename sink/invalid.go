@@ -13,6 +13,12 @@ import (
 // default max_control_line (4096) less the rest of the HPUB line.
 const MaxSubjectLen = 3900
 
+// InvalidEventFix is the fix for an event that cannot be published as it is
+// while errors.invalid_event is halt.
+const InvalidEventFix = "the relay will not skip it. Either set errors.invalid_event: dead_letter and restart, " +
+	"to publish it to the dead-letter subject; or skip its whole transaction with " +
+	"SELECT pg_replication_slot_advance('<slot>', '<the commit LSN + 1>') while the relay is stopped (its other events are lost)"
+
 // whyInvalid says why ev cannot be published as it is, or "" when it can.
 func (s *Sink) whyInvalid(ev *decode.Event) string {
 	if why := unrepresentable(ev); why != "" {

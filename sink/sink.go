@@ -212,7 +212,7 @@ func (s *Sink) Publish(ctx context.Context, ev *decode.Event) error {
 		ev.Invalid = s.whyInvalid(ev)
 	}
 	if ev.Invalid != "" && s.cfg.DeadLetterSubject == "" {
-		return &InvalidEventError{Event: ev, Reason: ev.Invalid, Fix: "set errors.invalid_event: dead_letter to publish it to the dead-letter subject"}
+		return &InvalidEventError{Event: ev, Reason: ev.Invalid, Fix: InvalidEventFix}
 	}
 	size := len(ev.Payload) + len(ev.ID) + len(ev.AggregateID) + 256
 	s.mu.Lock()
