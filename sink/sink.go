@@ -10,7 +10,6 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
-	"math/rand/v2"
 	"slices"
 	"sync"
 	"sync/atomic"
@@ -20,6 +19,7 @@ import (
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 	"github.com/outboxrelay/outboxrelay/decode"
+	"github.com/outboxrelay/outboxrelay/internal/backoff"
 )
 
 // Acker is told once for every event given to Publish, when the event is
@@ -322,7 +322,7 @@ func (s *Sink) Run(ctx context.Context) error {
 	tick := time.NewTicker(s.cfg.AckTimeout / 5)
 	defer tick.Stop()
 	s.signal() // resume at once: the first resume finds the stream's position
-	backoff := time.Duration(0)
+	retry := backoff.Backoff{Min: 100 * time.Millisecond, Max: s.cfg.MaxResumeBackoff}
 	// rebroken: the last resume succeeded, and atResume events were stored
 	// by its end; a break with no more stored since then is a break again.
 	rebroken, atResume := false, uint64(0)
@@ -361,8 +361,7 @@ func (s *Sink) Run(ctx context.Context) error {
 				// The chain broke again with nothing stored since the last
 				// resume: the stream refuses an event, say. Wait as after a
 				// failed resume, rather than resume and send in a tight loop.
-				backoff = min(max(2*backoff, 100*time.Millisecond), s.cfg.MaxResumeBackoff)
-				if !sleep(ctx, jitter(backoff)) {
+				if !backoff.Sleep(ctx, retry.Next()) {
 					return nil
 				}
 			}
@@ -371,9 +370,9 @@ func (s *Sink) Run(ctx context.Context) error {
 				if s.haltErr() != nil {
 					continue
 				}
-				backoff = min(max(2*backoff, 100*time.Millisecond), s.cfg.MaxResumeBackoff)
-				s.log.Warn("publish chain not resumed, retrying", "err", err, "retry_in", backoff)
-				if !sleep(ctx, jitter(backoff)) {
+				wait := retry.Next()
+				s.log.Warn("publish chain not resumed, retrying", "err", err, "retry_in", retry.Current())
+				if !backoff.Sleep(ctx, wait) {
 					return nil
 				}
 				s.signal()
@@ -382,23 +381,9 @@ func (s *Sink) Run(ctx context.Context) error {
 			rebroken, atResume = true, s.published.Load()
 		}
 		if n := s.published.Load(); n != settledAt {
-			settledAt, backoff = n, 0 // progress: the next break starts a fresh backoff
+			settledAt = n
+			retry.Reset() // progress: the next break starts a fresh backoff
 		}
 		s.sendQueued()
 	}
-}
-
-func sleep(ctx context.Context, d time.Duration) bool {
-	t := time.NewTimer(d)
-	defer t.Stop()
-	select {
-	case <-ctx.Done():
-		return false
-	case <-t.C:
-		return true
-	}
-}
-
-func jitter(d time.Duration) time.Duration {
-	return d/2 + rand.N(d/2+1)
 }
