@@ -27,8 +27,8 @@ type pubAck struct {
 // in the reply subject.
 //
 // All sends of an epoch share one reply subject: a unique subject per send
-// costs nats-server a subject-cache miss for every PubAck, about a tenth of
-// its CPU per message (README, Performance). A PubAck names the stream
+// costs nats-server a subject-cache miss for every PubAck
+// (docs/performance.md, "Where the time goes"). A PubAck names the stream
 // sequence it stored, which identifies the send, since each send of an epoch
 // was chained to take its own sequence; it settles every earlier send too,
 // including those that did not ask for a PubAck (see sendQueued). An error

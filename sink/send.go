@@ -32,7 +32,7 @@ var baseHeaders = [...]string{HeaderMsgID, HeaderExpectedSeq, HeaderEventID, Hea
 // fail too ("wrong last sequence"), so the next send that asks says so. The
 // last send on the wire always asks, so every send is settled, or breaks
 // the chain. Fewer PubAcks cost nats-server and the relay less per event
-// (README, Performance, "PubAcks for some sends").
+// (docs/performance.md, "PubAcks for some sends").
 func (s *Sink) sendQueued() {
 	for {
 		// Take every queued event at once: one lock and one clock read for
