@@ -9,15 +9,27 @@ import (
 	"github.com/outboxrelay/outboxrelay/decode"
 )
 
-// MaxSubjectLen is the longest subject the sink publishes: nats-server's
-// default max_control_line (4096) less the rest of the HPUB line.
-const MaxSubjectLen = 3900
+// InvalidEventError stops the relay at an event that cannot be published.
+type InvalidEventError struct {
+	Event  *decode.Event
+	Reason string
+	Fix    string
+}
+
+func (e *InvalidEventError) Error() string {
+	return fmt.Sprintf("event %q (table %s, commit LSN %s, position %d in its transaction) cannot be published: %s; fix: %s",
+		e.Event.ID, e.Event.Table, e.Event.CommitLSN, e.Event.TxSeq, e.Reason, e.Fix)
+}
 
 // InvalidEventFix is the fix for an event that cannot be published as it is
 // while errors.invalid_event is halt.
 const InvalidEventFix = "the relay will not skip it. Either set errors.invalid_event: dead_letter and restart, " +
 	"to publish it to the dead-letter subject; or skip its whole transaction with " +
 	"SELECT pg_replication_slot_advance('<slot>', '<the commit LSN + 1>') while the relay is stopped (its other events are lost)"
+
+// MaxSubjectLen is the longest subject the sink publishes: nats-server's
+// default max_control_line (4096) less the rest of the HPUB line.
+const MaxSubjectLen = 3900
 
 // whyInvalid says why ev cannot be published as it is, or "" when it can.
 func (s *Sink) whyInvalid(ev *decode.Event) string {
@@ -89,16 +101,4 @@ func representable(v string) bool {
 		}
 	}
 	return strings.IndexByte(v, '\r') < 0 && strings.IndexByte(v, '\n') < 0
-}
-
-// InvalidEventError stops the relay at an event that cannot be published.
-type InvalidEventError struct {
-	Event  *decode.Event
-	Reason string
-	Fix    string
-}
-
-func (e *InvalidEventError) Error() string {
-	return fmt.Sprintf("event %q (table %s, commit LSN %s, position %d in its transaction) cannot be published: %s; fix: %s",
-		e.Event.ID, e.Event.Table, e.Event.CommitLSN, e.Event.TxSeq, e.Reason, e.Fix)
 }
