@@ -2,15 +2,14 @@ package main
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"io"
 	"strings"
 	"time"
 
-	"github.com/nats-io/nats.go"
 	"github.com/outboxrelay/outboxrelay/capture"
 	"github.com/outboxrelay/outboxrelay/config"
+	"github.com/outboxrelay/outboxrelay/natsconn"
 	"github.com/outboxrelay/outboxrelay/sink"
 )
 
@@ -69,17 +68,8 @@ func plural(n int, what string) string {
 func checkPostgres(ctx context.Context, cfg config.Config) []finding {
 	ctx, cancel := context.WithTimeout(ctx, checkTimeout)
 	defer cancel()
-	_, _, names := sources(cfg.Outbox)
-	pc := capture.PreflightConfig{
-		Config: capture.Config{
-			URL:         cfg.Postgres.URL,
-			Slot:        cfg.Postgres.Slot,
-			Publication: cfg.Postgres.Publication,
-			Tables:      names,
-			Messages:    cfg.Outbox.Messages.Prefix != "",
-		},
-		Cleanup: cfg.Outbox.Cleanup.After > 0,
-	}
+	pc := capture.PreflightConfig{Config: captureConfig(cfg), Cleanup: cfg.Outbox.Cleanup.After > 0}
+	names := pc.Config.Tables
 	for i, t := range cfg.Outbox.Tables {
 		ot := capture.OutboxTable{
 			Table:         names[i],
@@ -104,46 +94,15 @@ func checkPostgres(ctx context.Context, cfg config.Config) []finding {
 func checkNATS(ctx context.Context, cfg config.Config) []finding {
 	ctx, cancel := context.WithTimeout(ctx, checkTimeout)
 	defer cancel()
-	nc, err := connectNATSOnce(cfg.NATS)
+	nc, err := natsconn.Dial(natsOptions(cfg.NATS, nil))
 	if err != nil {
 		return []finding{{"FAIL", "nats", err.Error()}}
 	}
 	defer nc.Close()
-	found := []finding{{"ok", "nats", fmt.Sprintf("connected to %s (server %s, nats-server %s)", natsServerURL(nc), nc.ConnectedServerName(), nc.ConnectedServerVersion())}}
-	_, subjects, _ := sources(cfg.Outbox)
-	sc := sink.Config{
-		Stream:        cfg.NATS.Stream,
-		Subject:       cfg.NATS.Subject,
-		Subjects:      subjects,
-		Partitions:    cfg.NATS.Partitions,
-		ExtraSubjects: []string{cfg.Errors.DeadLetterSubject},
-	}
-	if cfg.Errors.InvalidEvent == config.InvalidEventDeadLetter {
-		sc.DeadLetterSubject = cfg.Errors.DeadLetterSubject
-	}
+	found := []finding{{"ok", "nats", fmt.Sprintf("connected to %s (server %s, nats-server %s)", natsconn.ServerURL(nc), nc.ConnectedServerName(), nc.ConnectedServerVersion())}}
+	sc := sinkConfig(cfg)
 	for _, f := range sink.Preflight(ctx, nc, sc) {
 		found = append(found, finding{f.Status.String(), f.Item, f.Text})
 	}
 	return found
-}
-
-// connectNATSOnce connects with the same authentication and TLS options as
-// run (natsOptions), but tries each server once and does not reconnect: a
-// preflight must report a server it cannot reach, not wait for it. Its
-// error has run's words: the scrubbed error and natsFix.
-func connectNATSOnce(c config.NATS) (*nats.Conn, error) {
-	opts, err := natsOptions(c)
-	if err != nil {
-		return nil, err
-	}
-	opts = append(opts, nats.Name("outboxrelay check"), nats.Timeout(5*time.Second), nats.NoReconnect())
-	nc, err := nats.Connect(strings.Join(c.URLs(), ","), opts...)
-	if err == nil {
-		return nc, nil
-	}
-	msg := fmt.Sprintf("connect to NATS at %s: %s", redactURLs(c), scrubNATS(err.Error(), c))
-	if fix := natsFix(err, c); fix != "" {
-		msg += ": " + fix
-	}
-	return nil, errors.New(msg)
 }

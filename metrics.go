@@ -2,7 +2,6 @@ package main
 
 import (
 	"context"
-	"errors"
 	"log/slog"
 	"strconv"
 	"sync/atomic"
@@ -12,7 +11,7 @@ import (
 	"github.com/outboxrelay/outboxrelay/capture"
 	"github.com/outboxrelay/outboxrelay/checkpoint"
 	"github.com/outboxrelay/outboxrelay/cleanup"
-	"github.com/outboxrelay/outboxrelay/config"
+	"github.com/outboxrelay/outboxrelay/pipeline"
 	"github.com/outboxrelay/outboxrelay/sink"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
@@ -40,7 +39,9 @@ func newMetrics() *metrics {
 
 func (m *metrics) observeLatency(d time.Duration) { m.latency.Observe(d.Seconds()) }
 
-func (m *metrics) register(cp *capture.Capture, sk *sink.Sink, tr *checkpoint.Tracker, p *pipeline, nc *nats.Conn, pg config.Postgres) {
+// register adds the metrics that read the components' state at scrape
+// time; ready is the relay's readiness, as /readyz reports it.
+func (m *metrics) register(cp *capture.Capture, sk *sink.Sink, tr *checkpoint.Tracker, p *pipeline.Pipeline, ready func() (bool, string), nc *nats.Conn) {
 	counter := func(name, help string, f func() float64) {
 		m.reg.MustRegister(prometheus.NewCounterFunc(prometheus.CounterOpts{Name: name, Help: help}, f))
 	}
@@ -72,16 +73,12 @@ func (m *metrics) register(cp *capture.Capture, sk *sink.Sink, tr *checkpoint.Tr
 	counter("outboxrelay_chain_resumes_total", "Times the publish chain was resumed from the stream's last message.",
 		func() float64 { return float64(sk.Stats().Resumes) })
 	gauge("outboxrelay_ready", "1 while the relay holds the slot and is streaming.",
-		func() float64 { ok, _ := readiness(cp, sk, p)(); return b2f(ok) })
+		func() float64 { ok, _ := ready(); return b2f(ok) })
 	gauge("outboxrelay_halted", "1 when the relay stopped at an event it cannot publish (see the log).",
-		func() float64 { return b2f(haltReason(p, sk) != "") })
+		func() float64 { return b2f(p.Halted() != nil) })
 	m.reg.MustRegister(haltCollector{func() *sink.InvalidEventError {
-		if inv := p.haltEvent.Load(); inv != nil {
-			return inv
-		}
-		var inv *sink.InvalidEventError
-		if errors.As(sk.Halted(), &inv) {
-			return inv
+		if h := p.Halted(); h != nil {
+			return h.Event()
 		}
 		return nil
 	}})

@@ -2,20 +2,20 @@ package main
 
 import (
 	"context"
-	"errors"
-	"fmt"
 	"log/slog"
 	"os"
 	"runtime"
-	"sync/atomic"
 	"time"
 
 	"github.com/jackc/pglogrepl"
+	"github.com/nats-io/nats.go"
 	"github.com/outboxrelay/outboxrelay/capture"
 	"github.com/outboxrelay/outboxrelay/checkpoint"
 	"github.com/outboxrelay/outboxrelay/cleanup"
 	"github.com/outboxrelay/outboxrelay/config"
 	"github.com/outboxrelay/outboxrelay/decode"
+	"github.com/outboxrelay/outboxrelay/natsconn"
+	"github.com/outboxrelay/outboxrelay/pipeline"
 	"github.com/outboxrelay/outboxrelay/sink"
 	"golang.org/x/sync/errgroup"
 )
@@ -23,47 +23,39 @@ import (
 // drainTimeout bounds how long a stop waits for in-flight PubAcks.
 const drainTimeout = 30 * time.Second
 
-// relay runs the pipeline until ctx ends: capture → decode → sink, with the
+// relay runs one relay until ctx ends: capture → pipeline → sink, with the
 // checkpoint between the sink's acks and the slot. On ctx end it stops
-// reading, drains in-flight publishes, confirms, and returns.
+// reading, drains in-flight publishes, confirms, and returns. A halt
+// returns a *pipeline.HaltError once ctx ends.
 func relay(ctx context.Context, cfg config.Config, log *slog.Logger) error {
 	oneProc()
 	tracker := checkpoint.New(0)
-	nc, err := connectNATS(cfg.NATS, log)
+	nopts := natsOptions(cfg.NATS, log)
+	nc, err := natsconn.Connect(nopts)
 	if err != nil {
 		return err
 	}
 	defer nc.Close()
 
-	deadLetter := ""
-	if cfg.Errors.InvalidEvent == config.InvalidEventDeadLetter {
-		deadLetter = cfg.Errors.DeadLetterSubject
-	}
 	m := newMetrics()
-	tables, subjects, names := sources(cfg.Outbox)
-	sk, err := sink.New(nc, sink.Config{
-		Stream:            cfg.NATS.Stream,
-		Subject:           cfg.NATS.Subject,
-		Subjects:          subjects,
-		Partitions:        cfg.NATS.Partitions,
-		DeadLetterSubject: deadLetter,
-		ExtraSubjects:     []string{cfg.Errors.DeadLetterSubject},
-		Logger:            log,
-		ObserveLatency:    m.observeLatency,
-	}, tracker)
+	sc := sinkConfig(cfg)
+	sc.Logger, sc.ObserveLatency = log, m.observeLatency
+	sk, err := sink.New(nc, sc, tracker)
 	if err != nil {
 		return err
 	}
-	cp := capture.New(capture.Config{
-		URL:         cfg.Postgres.URL,
-		Slot:        cfg.Postgres.Slot,
-		Publication: cfg.Postgres.Publication,
-		Tables:      names,
-		Messages:    cfg.Outbox.Messages.Prefix != "",
-		Logger:      log,
-	}, tracker)
-	p := &pipeline{tables: tables, messages: cfg.Outbox.Messages.Prefix, tracker: tracker, sink: sk, log: log, deadLetter: deadLetter != ""}
-	m.register(cp, sk, tracker, p, nc, cfg.Postgres)
+	cc := captureConfig(cfg)
+	cc.Logger = log
+	cp := capture.New(cc, tracker)
+	tables, _, _ := sources(cfg.Outbox)
+	p := pipeline.New(pipeline.Config{
+		Tables:     tables,
+		Messages:   cfg.Outbox.Messages.Prefix,
+		DeadLetter: sc.DeadLetterSubject != "",
+		Logger:     log,
+	}, sk, tracker)
+	ready := readiness(cp, sk, p)
+	m.register(cp, sk, tracker, p, ready, nc)
 
 	// The sink and the capture outlive ctx: after the pipeline stops they
 	// must still receive PubAcks and confirm the final watermark.
@@ -74,13 +66,13 @@ func relay(ctx context.Context, cfg config.Config, log *slog.Logger) error {
 	g.Go(func() error { return cp.Run(gctx) })
 	g.Go(func() error { m.pollLag(gctx, cfg.Postgres.URL, cfg.Postgres.Slot, log); return nil })
 	if after := cfg.Outbox.Cleanup.After; after > 0 {
-		cl := cleanup.New(cleanup.Config{URL: cfg.Postgres.URL, Tables: names, After: after, Logger: log},
+		cl := cleanup.New(cleanup.Config{URL: cfg.Postgres.URL, Tables: cc.Tables, After: after, Logger: log},
 			func() pglogrepl.LSN { return cp.Stats().Confirmed })
 		m.registerCleanup(cl)
 		g.Go(func() error { cl.Run(gctx); return nil })
 	}
 	if cfg.HTTP.Listen != "" {
-		srv, err := serveHTTP(cfg.HTTP.Listen, m, withNATSReason(readiness(cp, sk, p), nc, cfg.NATS), log)
+		srv, err := serveHTTP(cfg.HTTP.Listen, m, withNATSReason(ready, nc, nopts), log)
 		if err != nil {
 			stopAll()
 			return err
@@ -98,10 +90,10 @@ func relay(ctx context.Context, cfg config.Config, log *slog.Logger) error {
 			case <-runCtx.Done():
 			}
 		}()
-		err := p.run(runCtx, cp.Messages())
+		err := p.Run(runCtx, cp.Messages())
 		dctx, dcancel := context.WithTimeout(context.WithoutCancel(ctx), drainTimeout)
 		defer dcancel()
-		if derr := sk.Drain(dctx); derr != nil && haltReason(p, sk) == "" {
+		if derr := sk.Drain(dctx); derr != nil && p.Halted() == nil {
 			log.Warn("stopping with events in flight; they will be published again after restart", "err", derr)
 		}
 		stopAll() // capture confirms the watermark once more, then returns
@@ -109,140 +101,47 @@ func relay(ctx context.Context, cfg config.Config, log *slog.Logger) error {
 	})
 	err = g.Wait()
 	log.Info("stopped", "confirmed_lsn", cp.Stats().Confirmed.String())
-	if h := haltReason(p, sk); err == nil && h != "" {
-		return fmt.Errorf("halted: %s", h)
+	if h := p.Halted(); err == nil && h != nil {
+		return h
 	}
 	return err
 }
 
-// haltReason says why the relay halted, or "" while it has not: the
-// pipeline halts at an event it cannot publish, and the sink at a stream
-// that cannot be used any more (one that lost acknowledged events, say).
-func haltReason(p *pipeline, sk *sink.Sink) string {
-	if h := p.halted(); h != "" {
-		return h
-	}
-	if err := sk.Halted(); err != nil {
-		return err.Error()
-	}
-	return ""
-}
-
-// pipeline decodes replication messages into events and hands them to the
-// sink, announcing transactions and events to the checkpoint in WAL order.
-type pipeline struct {
-	tables     []decode.Table
-	messages   string // prefix of outbox messages; "" for none
-	tracker    *checkpoint.Tracker
-	sink       *sink.Sink
-	log        *slog.Logger
-	deadLetter bool
-	halt       atomic.Pointer[string]
-	haltEvent  atomic.Pointer[sink.InvalidEventError] // the event halted at, if any
-}
-
-func (p *pipeline) halted() string {
-	if s := p.halt.Load(); s != nil {
-		return *s
-	}
-	return ""
-}
-
-// run processes messages until ctx ends. When an event cannot be published
-// it halts: it stops at the event, logs why, and waits for ctx, so the slot
-// never passes the event and nothing after it is published (I3).
-func (p *pipeline) run(ctx context.Context, msgs <-chan capture.Message) error {
-	dec := decode.NewDecoder(p.tables...)
-	dec.AcceptMessages(p.messages)
-	skip := false // in a transaction that was already fully handed over
-	warned := map[string]bool{}
-	for {
-		var m capture.Message
-		select {
-		case <-ctx.Done():
-			return nil
-		case m = <-msgs:
-		}
-		switch m.Kind {
-		case capture.Restart:
-			dec.Reset()
-			skip = false
-		case capture.Keepalive:
-			p.tracker.Mark(m.WALEnd)
-		case capture.Data:
-			res, err := dec.Decode(m.Data)
-			if err != nil {
-				return p.stop(ctx, fmt.Errorf("decode message at %s: %w", m.WALStart, err))
-			}
-			switch res.Kind {
-			case decode.KindBegin:
-				ok, err := p.tracker.Begin(res.CommitLSN)
-				if err != nil {
-					return p.stop(ctx, err)
-				}
-				skip = !ok
-			case decode.KindCommit:
-				if skip {
-					skip = false
-					continue
-				}
-				if err := p.tracker.Commit(res.CommitLSN, res.EndLSN); err != nil {
-					return p.stop(ctx, err)
-				}
-			case decode.KindEvent:
-				if res.Standalone {
-					// A non-transactional message: a transaction of its own.
-					ok, err := p.tracker.Begin(res.CommitLSN)
-					if err != nil {
-						return p.stop(ctx, err)
-					}
-					if !ok {
-						continue
-					}
-				} else if skip {
-					continue
-				}
-				ev := res.Event
-				if ev.Invalid != "" && !p.deadLetter {
-					return p.stop(ctx, &sink.InvalidEventError{Event: &ev, Reason: ev.Invalid, Fix: sink.InvalidEventFix})
-				}
-				p.tracker.Add(ev.CommitLSN)
-				if err := p.sink.Publish(ctx, &ev); err != nil {
-					if ctx.Err() != nil {
-						return nil
-					}
-					return p.stop(ctx, err)
-				}
-				if res.Standalone {
-					if err := p.tracker.Commit(res.CommitLSN, res.EndLSN); err != nil {
-						return p.stop(ctx, err)
-					}
-				}
-			case decode.KindChange:
-				if key := res.Table + " " + res.Change; !warned[key] && res.Change == "update" {
-					warned[key] = true
-					p.log.Warn("an outbox row was updated; updates are ignored, only inserts become events", "table", res.Table)
-				}
-			}
-		}
+// captureConfig is the capture's part of cfg, shared by run and check.
+func captureConfig(cfg config.Config) capture.Config {
+	_, _, names := sources(cfg.Outbox)
+	return capture.Config{
+		URL:         cfg.Postgres.URL,
+		Slot:        cfg.Postgres.Slot,
+		Publication: cfg.Postgres.Publication,
+		Tables:      names,
+		Messages:    cfg.Outbox.Messages.Prefix != "",
 	}
 }
 
-// stop halts the pipeline with err and waits for ctx: the relay stays up,
-// holds the slot and reports the halt, rather than restarting into the same
-// event again and again.
-func (p *pipeline) stop(ctx context.Context, err error) error {
-	msg := err.Error()
-	p.halt.Store(&msg)
-	attrs := []any{"err", err}
-	var inv *sink.InvalidEventError
-	if errors.As(err, &inv) {
-		p.haltEvent.Store(inv)
-		attrs = append(attrs, "event_id", inv.Event.ID, "lsn", inv.Event.CommitLSN.String(), "tx_seq", inv.Event.TxSeq, "table", inv.Event.Table)
+// sinkConfig is the sink's part of cfg, shared by run and check.
+func sinkConfig(cfg config.Config) sink.Config {
+	_, subjects, _ := sources(cfg.Outbox)
+	sc := sink.Config{
+		Stream:        cfg.NATS.Stream,
+		Subject:       cfg.NATS.Subject,
+		Subjects:      subjects,
+		Partitions:    cfg.NATS.Partitions,
+		ExtraSubjects: []string{cfg.Errors.DeadLetterSubject},
 	}
-	p.log.Error("halted: publishing stopped at this event; the slot will not pass it", attrs...)
-	<-ctx.Done()
-	return nil
+	if cfg.Errors.InvalidEvent == config.InvalidEventDeadLetter {
+		sc.DeadLetterSubject = cfg.Errors.DeadLetterSubject
+	}
+	return sc
+}
+
+// natsOptions is the NATS connection's part of cfg, shared by run and
+// check.
+func natsOptions(c config.NATS, log *slog.Logger) natsconn.Options {
+	return natsconn.Options{
+		URLs: c.URLs(), Creds: c.Creds, NKey: c.NKey, User: c.User, Password: c.Password, Token: c.Token,
+		CA: c.TLS.CA, Cert: c.TLS.Cert, Key: c.TLS.Key, Logger: log,
+	}
 }
 
 // sources returns the decoder's tables, the sink's subject template per
@@ -272,10 +171,10 @@ func sources(o config.Outbox) (tables []decode.Table, subjects, names []string) 
 }
 
 // readiness reports whether the relay holds the slot and is streaming.
-func readiness(cp *capture.Capture, sk *sink.Sink, p *pipeline) func() (bool, string) {
+func readiness(cp *capture.Capture, sk *sink.Sink, p *pipeline.Pipeline) func() (bool, string) {
 	return func() (bool, string) {
-		if h := haltReason(p, sk); h != "" {
-			return false, "halted: " + h
+		if h := p.Halted(); h != nil {
+			return false, h.Error()
 		}
 		if ok, why := cp.Streaming(); !ok {
 			return false, "postgres: " + why
@@ -287,13 +186,27 @@ func readiness(cp *capture.Capture, sk *sink.Sink, p *pipeline) func() (bool, st
 	}
 }
 
+// withNATSReason adds to ready's answer, when it is not ready, why the NATS
+// connection is down and how to fix it (the sink only knows that it is).
+func withNATSReason(ready func() (bool, string), nc *nats.Conn, o natsconn.Options) func() (bool, string) {
+	return func() (bool, string) {
+		ok, why := ready()
+		if !ok {
+			if r := natsconn.DownReason(nc, o); r != "" {
+				why += " (" + r + ")"
+			}
+		}
+		return ok, why
+	}
+}
+
 // oneProc runs the relay's goroutines on one P unless GOMAXPROCS is set.
 // The pipeline is sequential (one slot, one chain): its goroutines hand
 // each event on to the next, and with more Ps every handoff wakes another
 // thread. Those wake-ups cost more CPU than the work itself at moderate
 // rates, and they take cores from Postgres and nats-server when these share
-// the machine. The relay needs about 3.5-4.5 µs of CPU per event (make
-// bench), so one P carries over 200k events/s: more than a walsender streams.
+// the machine. One P carries more events a second than a walsender streams
+// (docs/performance.md, "Where the time goes").
 func oneProc() {
 	if os.Getenv("GOMAXPROCS") == "" {
 		runtime.GOMAXPROCS(1)

@@ -1,4 +1,8 @@
-package main
+// Package natsconn opens the relay's connection to NATS, for run (one that
+// reconnects forever) and for check (one attempt per server). It explains
+// each failure with the fix, masks every secret in what it says, and keeps
+// the cause wrapped so that errors.Is(err, nats.ErrAuthorization) holds.
+package natsconn
 
 import (
 	"crypto/x509"
@@ -16,11 +20,54 @@ import (
 	"github.com/outboxrelay/outboxrelay/config"
 )
 
-// connectNATS returns a connection that keeps reconnecting forever. It
+// Options are the servers, the credentials and the TLS files of the
+// connection. Field names follow the nats.* configuration keys, which the
+// fixes name.
+type Options struct {
+	URLs     []string // nats.url, one entry per server
+	Creds    string   // nats.creds: a user credentials file
+	NKey     string   // nats.nkey: a user nkey seed file
+	User     string   // nats.user
+	Password string   // nats.password
+	Token    string   // nats.token
+	CA       string   // nats.tls.ca
+	Cert     string   // nats.tls.cert
+	Key      string   // nats.tls.key
+	Logger   *slog.Logger
+}
+
+// ConnectError is a failure to connect: the servers tried, what went
+// wrong with every secret masked, the fix when one is known, and the cause.
+type ConnectError struct {
+	Servers string // nats.url with its credentials masked
+	Msg     string // the cause's text, secrets masked
+	Fix     string // "" when there is no specific advice
+	Err     error
+}
+
+func (e *ConnectError) Error() string {
+	s := fmt.Sprintf("connect to NATS at %s: %s", e.Servers, e.Msg)
+	if e.Fix != "" {
+		s += ": " + e.Fix
+	}
+	return s
+}
+
+func (e *ConnectError) Unwrap() error { return e.Err }
+
+func connectError(err error, o Options) *ConnectError {
+	return &ConnectError{Servers: redactURLs(o), Msg: scrubNATS(err.Error(), o), Fix: natsFix(err, o), Err: err}
+}
+
+// Connect returns a connection that keeps reconnecting forever. It
 // succeeds even when no server is up yet: the sink waits for the connection.
 // While it cannot connect it logs why, with the fix, once per distinct
 // reason (again after natsReportEvery if the reason persists).
-func connectNATS(c config.NATS, log *slog.Logger) (*nats.Conn, error) {
+func Connect(c Options) (*nats.Conn, error) {
+	log := c.Logger
+	if log == nil {
+		log = slog.New(slog.DiscardHandler)
+	}
 	opts, err := natsOptions(c)
 	if err != nil {
 		return nil, err
@@ -50,11 +97,11 @@ func connectNATS(c config.NATS, log *slog.Logger) (*nats.Conn, error) {
 		}),
 		nats.ConnectHandler(func(nc *nats.Conn) {
 			w.connected()
-			log.Info("connected to NATS", "server", natsServerURL(nc))
+			log.Info("connected to NATS", "server", ServerURL(nc))
 		}),
 		nats.ReconnectHandler(func(nc *nats.Conn) {
 			w.connected()
-			log.Info("reconnected to NATS", "server", natsServerURL(nc))
+			log.Info("reconnected to NATS", "server", ServerURL(nc))
 		}),
 		// Called for a failed dial; a refused handshake or login is only
 		// seen through LastError (see natsWatch.run).
@@ -68,20 +115,33 @@ func connectNATS(c config.NATS, log *slog.Logger) (*nats.Conn, error) {
 		}),
 		nats.ClosedHandler(func(*nats.Conn) { close(w.closed) }),
 	)
-	nc, err := nats.Connect(strings.Join(c.URLs(), ","), opts...)
+	nc, err := nats.Connect(strings.Join(c.URLs, ","), opts...)
 	if err != nil {
-		msg := fmt.Sprintf("connect to NATS at %s: %s", redactURLs(c), w.scrub(err.Error()))
-		if fix := natsFix(err, c); fix != "" {
-			msg += ": " + fix
-		}
-		return nil, errors.New(msg)
+		return nil, connectError(err, c)
 	}
 	go w.run(nc)
 	return nc, nil
 }
 
+// Dial connects with the same authentication and TLS options as Connect,
+// but tries each server once and does not reconnect: a preflight must
+// report a server it cannot reach, not wait for it. Its error has
+// Connect's words.
+func Dial(c Options) (*nats.Conn, error) {
+	opts, err := natsOptions(c)
+	if err != nil {
+		return nil, err
+	}
+	opts = append(opts, nats.Name("outboxrelay check"), nats.Timeout(5*time.Second), nats.NoReconnect())
+	nc, err := nats.Connect(strings.Join(c.URLs, ","), opts...)
+	if err != nil {
+		return nil, connectError(err, c)
+	}
+	return nc, nil
+}
+
 // natsOptions turns the auth and TLS settings into connection options.
-func natsOptions(c config.NATS) ([]nats.Option, error) {
+func natsOptions(c Options) ([]nats.Option, error) {
 	opts := []nats.Option{nats.Name("outboxrelay")}
 	switch {
 	case c.Creds != "":
@@ -99,11 +159,11 @@ func natsOptions(c config.NATS) ([]nats.Option, error) {
 	case c.Token != "":
 		opts = append(opts, nats.Token(c.Token))
 	}
-	if c.TLS.CA != "" {
-		opts = append(opts, nats.RootCAs(c.TLS.CA))
+	if c.CA != "" {
+		opts = append(opts, nats.RootCAs(c.CA))
 	}
-	if c.TLS.Cert != "" {
-		opts = append(opts, nats.ClientCert(c.TLS.Cert, c.TLS.Key))
+	if c.Cert != "" {
+		opts = append(opts, nats.ClientCert(c.Cert, c.Key))
 	}
 	return opts, nil
 }
@@ -114,7 +174,7 @@ const natsReportEvery = time.Minute
 // natsWatch logs why the connection is down, without repeating itself on
 // every reconnect attempt.
 type natsWatch struct {
-	cfg    config.NATS
+	cfg    Options
 	log    *slog.Logger
 	closed chan struct{}
 
@@ -172,9 +232,9 @@ func (w *natsWatch) report(err error) {
 
 var digitsRE = regexp.MustCompile(`[0-9]+`)
 
-// natsDownReason says why nc is not connected, with the fix, or "" when it
-// is connected or nats.go does not know (between attempts to dial).
-func natsDownReason(nc *nats.Conn, c config.NATS) string {
+// DownReason says why nc is not connected, with the fix, or "" when it is
+// connected or nats.go does not know (between attempts to dial).
+func DownReason(nc *nats.Conn, c Options) string {
 	if nc.IsConnected() {
 		return ""
 	}
@@ -201,7 +261,7 @@ func (w *natsWatch) connected() {
 // keeps it so whatever they say.
 func (w *natsWatch) scrub(s string) string { return scrubNATS(s, w.cfg) }
 
-func scrubNATS(s string, c config.NATS) string {
+func scrubNATS(s string, c Options) string {
 	var secrets []string
 	add := func(v string) {
 		if v == "" {
@@ -211,7 +271,7 @@ func scrubNATS(s string, c config.NATS) string {
 	}
 	add(c.Password)
 	add(c.Token)
-	for _, raw := range c.URLs() {
+	for _, raw := range c.URLs {
 		if !strings.Contains(raw, "://") {
 			raw = "nats://" + raw
 		}
@@ -231,15 +291,15 @@ func scrubNATS(s string, c config.NATS) string {
 	return s
 }
 
-// natsServerURL is the URL of the server nc is connected to, safe to show.
+// ServerURL is the URL of the server nc is connected to, safe to show.
 // nc.ConnectedUrlRedacted masks a password but not a token
 // (nats://TOKEN@host), so it is not enough.
-func natsServerURL(nc *nats.Conn) string { return config.Redact(nc.ConnectedUrl()) }
+func ServerURL(nc *nats.Conn) string { return config.Redact(nc.ConnectedUrl()) }
 
 // redactURLs returns nats.url with the credentials of each entry masked.
-func redactURLs(c config.NATS) string {
-	urls := c.URLs()
-	for i, u := range urls {
+func redactURLs(c Options) string {
+	urls := make([]string, len(c.URLs))
+	for i, u := range c.URLs {
 		urls[i] = config.Redact(u)
 	}
 	return strings.Join(urls, ",")
@@ -247,7 +307,7 @@ func redactURLs(c config.NATS) string {
 
 // natsFix says how to fix a failure to connect or authenticate, or "" if
 // there is no specific advice.
-func natsFix(err error, c config.NATS) string {
+func natsFix(err error, c Options) string {
 	var unknownCA x509.UnknownAuthorityError
 	var wrongHost x509.HostnameError
 	var invalid x509.CertificateInvalidError
@@ -258,10 +318,10 @@ func natsFix(err error, c config.NATS) string {
 	case errors.Is(err, nats.ErrAuthExpired), errors.Is(err, nats.ErrAuthRevoked), errors.Is(err, nats.ErrAccountAuthExpired):
 		return "the server says the credentials expired or were revoked: issue new ones and point nats.creds at them"
 	case errors.As(err, &unknownCA):
-		if c.TLS.CA == "" {
+		if c.CA == "" {
 			return "no CA this system trusts signed the server's certificate: set nats.tls.ca to the CA that signed the server's certificate"
 		}
-		return "set nats.tls.ca to the CA that signed the server's certificate (" + c.TLS.CA + " did not)"
+		return "set nats.tls.ca to the CA that signed the server's certificate (" + c.CA + " did not)"
 	case errors.As(err, &wrongHost):
 		return "the server's certificate does not list the host in nats.url: connect with a host name it lists, or reissue the certificate for this host"
 	case errors.As(err, &invalid):
@@ -273,7 +333,7 @@ func natsFix(err error, c config.NATS) string {
 		// nats-server closes the connection when it rejects the client's
 		// certificate; the client may see that before the TLS alert.
 		strings.Contains(msg, "connection closed by remote after TLS handshake"):
-		if c.TLS.Cert == "" {
+		if c.Cert == "" {
 			return "the server requires a client certificate: set nats.tls.cert and nats.tls.key"
 		}
 		return "the server rejected the client certificate in nats.tls.cert: use one signed by a CA the server trusts (its tls.ca_file)"
@@ -288,7 +348,7 @@ func natsFix(err error, c config.NATS) string {
 	return ""
 }
 
-func natsAuthFix(c config.NATS) string {
+func natsAuthFix(c Options) string {
 	switch {
 	case c.Creds != "":
 		return "the server refused the user in nats.creds: check that the file holds a user of an account the server's resolver knows, signed by its operator"
@@ -298,22 +358,8 @@ func natsAuthFix(c config.NATS) string {
 		return "check nats.user and nats.password against the server's authorization"
 	case c.Token != "":
 		return "check nats.token against the server's authorization token"
-	case strings.Contains(c.URL, "@"):
+	case strings.Contains(strings.Join(c.URLs, ","), "@"):
 		return "check the credentials in nats.url"
 	}
 	return "the server requires authentication: set nats.creds, nats.nkey, nats.user and nats.password, or nats.token"
-}
-
-// withNATSReason adds to ready's answer, when it is not ready, why the NATS
-// connection is down and how to fix it (the sink only knows that it is).
-func withNATSReason(ready func() (bool, string), nc *nats.Conn, c config.NATS) func() (bool, string) {
-	return func() (bool, string) {
-		ok, why := ready()
-		if !ok {
-			if r := natsDownReason(nc, c); r != "" {
-				why += " (" + r + ")"
-			}
-		}
-		return ok, why
-	}
 }
