@@ -13,6 +13,7 @@ import (
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 	"github.com/outboxrelay/outboxrelay/internal/testenv"
+	"github.com/outboxrelay/outboxrelay/schema"
 )
 
 // benchEnv is a throwaway Postgres with the outbox table, a nats-server,
@@ -62,11 +63,7 @@ func newBenchEnv() (_ *benchEnv, err error) {
 	if err := e.ns.Start(); err != nil {
 		return nil, err
 	}
-	ddl, err := os.ReadFile("testdata/outbox.sql")
-	if err != nil {
-		return nil, err
-	}
-	if err := e.pg.Exec(context.Background(), string(ddl)); err != nil {
+	if err := e.pg.Exec(context.Background(), schema.Outbox); err != nil {
 		return nil, err
 	}
 	if e.port, err = testenv.FreePort(); err != nil {

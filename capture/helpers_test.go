@@ -4,7 +4,6 @@ import (
 	"context"
 	"fmt"
 	"log/slog"
-	"os"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -44,13 +43,7 @@ func newEnv(t *testing.T, settings map[string]string) *env {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { conn.Close(context.Background()) })
-	ddl, err := os.ReadFile("../testdata/outbox.sql")
-	if err != nil {
-		t.Fatal(err)
-	}
-	if _, err := conn.Exec(ctx, string(ddl)); err != nil {
-		t.Fatalf("create outbox table: %v", err)
-	}
+	testenv.CreateOutbox(t, pg)
 	return &env{t: t, pg: pg, conn: conn}
 }
 

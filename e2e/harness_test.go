@@ -42,13 +42,7 @@ func newEnv(t *testing.T) *env {
 func newEnvWith(t *testing.T, n *testenv.NATS, natsURL string) *env {
 	t.Helper()
 	e := &env{t: t, pg: testenv.StartPostgres(t), nats: n, natsURL: natsURL, bin: testenv.BuildRelay(t)}
-	ddl, err := os.ReadFile("../testdata/outbox.sql")
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := e.pg.Exec(context.Background(), string(ddl)); err != nil {
-		t.Fatalf("create outbox table: %v", err)
-	}
+	testenv.CreateOutbox(t, e.pg)
 	port, err := testenv.FreePort()
 	if err != nil {
 		t.Fatal(err)

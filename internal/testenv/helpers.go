@@ -1,11 +1,14 @@
 package testenv
 
 import (
+	"context"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"strings"
 	"testing"
+
+	"github.com/outboxrelay/outboxrelay/schema"
 )
 
 // logLines is how many lines of a server log a failed test prints.
@@ -52,6 +55,14 @@ func StartPostgres(t testing.TB, opts ...PostgresOptions) *Postgres {
 		t.Fatal(err)
 	}
 	return pg
+}
+
+// CreateOutbox creates the outbox table of schema.Outbox in pg's database.
+func CreateOutbox(t testing.TB, pg *Postgres) {
+	t.Helper()
+	if err := pg.Exec(context.Background(), schema.Outbox); err != nil {
+		t.Fatalf("create the outbox table: %v", err)
+	}
 }
 
 // StartNATS starts a standalone nats-server with JetStream in a directory
