@@ -4,7 +4,6 @@ import (
 	"context"
 	"fmt"
 	"log/slog"
-	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -60,20 +59,7 @@ func (e *env) run(cfg capture.Config, pos capture.Positioner) (c *capture.Captur
 		cfg.Logger = slog.New(slog.NewTextHandler(e.t.Output(), nil))
 	}
 	c = capture.New(cfg, pos)
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan error, 1)
-	go func() { done <- c.Run(ctx) }()
-	var once sync.Once
-	stop = func() {
-		once.Do(func() {
-			cancel()
-			if err := <-done; err != nil {
-				e.t.Errorf("Run = %v, want nil after cancel", err)
-			}
-		})
-	}
-	e.t.Cleanup(stop)
-	return c, stop
+	return c, testenv.RunUntilCleanup(e.t, wait, c.Run)
 }
 
 // insert commits one transaction of n outbox rows.

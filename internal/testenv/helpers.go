@@ -6,7 +6,9 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strings"
+	"sync"
 	"testing"
+	"time"
 
 	"github.com/outboxrelay/outboxrelay/schema"
 )
@@ -173,4 +175,33 @@ func StartCmd(t testing.TB, cmd *exec.Cmd) *Process {
 		}
 	})
 	return p
+}
+
+// RunUntilCleanup runs a component's Run(ctx) in the background until the
+// test ends or the returned stop is called, whichever is first. stop cancels
+// ctx and fails the test unless Run then returns nil within timeout: a
+// long-lived component stops cleanly when told to.
+func RunUntilCleanup(t testing.TB, timeout time.Duration, run func(context.Context) error) (stop func()) {
+	t.Helper()
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- run(ctx) }()
+	var once sync.Once
+	stop = func() {
+		once.Do(func() {
+			cancel()
+			timer := time.NewTimer(timeout)
+			defer timer.Stop()
+			select {
+			case err := <-done:
+				if err != nil {
+					t.Errorf("Run returned %v, want nil after cancel", err)
+				}
+			case <-timer.C:
+				t.Errorf("Run did not return within %s of cancel", timeout)
+			}
+		})
+	}
+	t.Cleanup(stop)
+	return stop
 }
