@@ -6,6 +6,8 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
+
+	"github.com/outboxrelay/outboxrelay/internal/procstat"
 )
 
 // CPU accounting: where the machine's cores go during a drain. On a 2-core
@@ -23,7 +25,7 @@ type procTicks struct {
 // cpuSample is the CPU time of every process under the given roots, by pid.
 type cpuSample map[int]procTicks
 
-const ticksPerSec = 100 // USER_HZ on Linux
+const ticksPerSec = procstat.TicksPerSecond
 
 // sampleCPU reads /proc for the processes named by roots and all their
 // descendants. role names each root's tree; a Postgres backend that is a
@@ -100,25 +102,13 @@ func machineTicks() (steal, total int64, ok bool) {
 }
 
 // procStat reads a process's parent and its CPU time (user+system) in clock
-// ticks from /proc/<pid>/stat.
+// ticks; ok is false once the process is gone.
 func procStat(pid int) (ppid int, ticks int64, ok bool) {
-	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
+	st, err := procstat.Read(pid)
 	if err != nil {
 		return 0, 0, false
 	}
-	s := string(b)
-	i := strings.LastIndexByte(s, ')')
-	if i < 0 || i+2 > len(s) {
-		return 0, 0, false
-	}
-	f := strings.Fields(s[i+2:]) // f[0] is state, f[1] ppid, f[11] utime, f[12] stime
-	if len(f) < 13 {
-		return 0, 0, false
-	}
-	ppid, _ = strconv.Atoi(f[1])
-	ut, _ := strconv.ParseInt(f[11], 10, 64)
-	st, _ := strconv.ParseInt(f[12], 10, 64)
-	return ppid, ut + st, true
+	return st.PPID, int64(st.UTime + st.STime), true
 }
 
 // backendCPU is the CPU time, in seconds, of the Postgres backends with

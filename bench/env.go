@@ -12,12 +12,15 @@ import (
 
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
+	"github.com/outboxrelay/outboxrelay/bench/polling"
 	"github.com/outboxrelay/outboxrelay/internal/testenv"
+	"github.com/outboxrelay/outboxrelay/schema"
 )
 
 // benchEnv is a throwaway Postgres with the outbox table, a nats-server,
 // and a relay config pointing at both, in one temp dir.
 type benchEnv struct {
+	o    *options
 	dir  string
 	pg   *testenv.Postgres
 	ns   *testenv.NATS
@@ -29,8 +32,8 @@ type benchEnv struct {
 	natsProfPort int // nats-server's pprof port, with -cpuprofile; else 0
 }
 
-func newBenchEnv() (_ *benchEnv, err error) {
-	e := &benchEnv{}
+func newBenchEnv(o *options) (_ *benchEnv, err error) {
+	e := &benchEnv{o: o}
 	if e.dir, err = os.MkdirTemp("", "outboxrelay-bench-"); err != nil {
 		return nil, err
 	}
@@ -50,7 +53,7 @@ func newBenchEnv() (_ *benchEnv, err error) {
 		return nil, err
 	}
 	var natsOpts testenv.NATSOptions
-	if profile != "" {
+	if o.profile != "" {
 		if e.natsProfPort, err = testenv.FreePort(); err != nil {
 			return nil, err
 		}
@@ -62,18 +65,14 @@ func newBenchEnv() (_ *benchEnv, err error) {
 	if err := e.ns.Start(); err != nil {
 		return nil, err
 	}
-	ddl, err := os.ReadFile("testdata/outbox.sql")
-	if err != nil {
-		return nil, err
-	}
-	if err := e.pg.Exec(context.Background(), string(ddl)); err != nil {
+	if err := e.pg.Exec(context.Background(), schema.Outbox); err != nil {
 		return nil, err
 	}
 	if e.port, err = testenv.FreePort(); err != nil {
 		return nil, err
 	}
 	e.cfg = filepath.Join(e.dir, "relay.yaml")
-	body := fmt.Sprintf("postgres: {url: %q}\nnats: {url: %q}\nhttp: {listen: \"127.0.0.1:%d\"}\n", pgURL(e.pg), e.ns.URL(), e.port)
+	body := fmt.Sprintf("postgres: {url: %q}\nnats: {url: %q}\nhttp: {listen: \"127.0.0.1:%d\"}\n", e.pgURL(), e.ns.URL(), e.port)
 	if err := os.WriteFile(e.cfg, []byte(body), 0o600); err != nil {
 		return nil, err
 	}
@@ -82,6 +81,14 @@ func newBenchEnv() (_ *benchEnv, err error) {
 	}
 	e.js, _ = jetstream.New(e.nc)
 	return e, nil
+}
+
+// pgURL is the URL the relay and the limits use for Postgres.
+func (e *benchEnv) pgURL() string {
+	if e.o.pgSocket {
+		return e.pg.SocketURL()
+	}
+	return e.pg.URL()
 }
 
 func (e *benchEnv) close() {
@@ -118,8 +125,8 @@ func (e *benchEnv) createSlots(ctx context.Context, extra ...string) error {
 // startRelay starts bin/outboxrelay; stop it with stopRelay.
 func (e *benchEnv) startRelay() (*testenv.Process, error) {
 	cmd := exec.Command("bin/outboxrelay", "run", "-config", e.cfg)
-	if relayProcs != "" {
-		cmd.Env = append(os.Environ(), "GOMAXPROCS="+relayProcs)
+	if e.o.relayProcs != "" {
+		cmd.Env = append(os.Environ(), "GOMAXPROCS="+e.o.relayProcs)
 	}
 	relay, err := testenv.Launch(cmd, filepath.Join(e.dir, "relay.log"))
 	if err != nil {
@@ -161,4 +168,26 @@ func (e *benchEnv) waitStream(relay *testenv.Process, n uint64, timeout time.Dur
 		return time.Time{}, fmt.Errorf("the stream holds %d of %d messages: %w; the relay's log:\n%s", have, n, err, testenv.TailLines(relay.Output(), 40))
 	}
 	return last, nil
+}
+
+// pollingWorkload lends the polling baseline the relay's environments and
+// loads, so both are measured on the same.
+func (o *options) pollingWorkload() polling.Workload {
+	return polling.Workload{
+		NewEnv: func() (*polling.Env, error) {
+			e, err := newBenchEnv(o)
+			if err != nil {
+				return nil, err
+			}
+			return &polling.Env{PG: e.pg, NC: e.nc, JS: e.js, Close: e.close}, nil
+		},
+		Backlog: writeBacklog,
+		Paced: func(ctx context.Context, pg *testenv.Postgres, rate int, dur time.Duration) (polling.Paced, error) {
+			p, err := pacedInserts(ctx, pg, o.pacedBy, rate, dur)
+			return polling.Paced{N: p.n, Elapsed: p.elapsed, LastCommit: p.lastCommit}, err
+		},
+		Latencies: func(ctx context.Context, js jetstream.JetStream, first, last uint64, who string, rate int) (polling.Quantiles, error) {
+			return latencyQuantiles(ctx, js, first, last, o.csvPath(who, rate))
+		},
+	}
 }

@@ -10,24 +10,26 @@ import (
 	"time"
 
 	"github.com/nats-io/nats.go/jetstream"
+	"github.com/outboxrelay/outboxrelay/bench/polling"
 	"github.com/outboxrelay/outboxrelay/internal/testenv"
 )
 
 // latencyResult is commit→stored latency at one paced rate.
 type latencyResult struct {
-	rate           int // events/s asked for
-	achieved       float64
-	p50, p99, p999 time.Duration
-	lagAfter       time.Duration // from the last commit until the stream held everything
-	cpu            string        // CPU time per event of each process, as for a drain
+	rate     int // events/s asked for
+	achieved float64
+	polling.Quantiles
+	lagAfter time.Duration // from the last commit until the stream held everything
+	cpu      string        // CPU time per event of each process, as for a drain
 }
 
 // liveLatency runs the relay against paced single-event transactions at
-// each rate for dur, and measures commit→stored: the Outbox-Commit-Time
-// header against the JetStream timestamp of the message.
-func liveLatency(rates []int, dur time.Duration) ([]latencyResult, error) {
+// each of -rates for -latency-duration, and measures commit→stored: the
+// Outbox-Commit-Time header against the JetStream timestamp of the message.
+func liveLatency(o *options) ([]latencyResult, error) {
+	rates, dur := o.rates, o.latencyDur
 	ctx := context.Background()
-	e, err := newBenchEnv()
+	e, err := newBenchEnv(o)
 	if err != nil {
 		return nil, err
 	}
@@ -62,7 +64,7 @@ func liveLatency(rates []int, dur time.Duration) ([]latencyResult, error) {
 	for _, rate := range rates {
 		before, start := sampleCPU(roots), time.Now()
 		profiled := e.startProfiles(fmt.Sprintf("live-%d", rate))
-		p, err := pacedInserts(ctx, e.pg, rate, dur)
+		p, err := pacedInserts(ctx, e.pg, o.pacedBy, rate, dur)
 		if err != nil {
 			return nil, err
 		}
@@ -83,26 +85,24 @@ func liveLatency(rates []int, dur time.Duration) ([]latencyResult, error) {
 		if err := profiled(); err != nil {
 			return nil, err
 		}
-		lats, err := latencies(ctx, js, total-uint64(n)+1, total, csvPath("relay", rate))
-		if err != nil {
+		if res.Quantiles, err = latencyQuantiles(ctx, js, total-uint64(n)+1, total, o.csvPath("relay", rate)); err != nil {
 			return nil, err
 		}
-		res.p50, res.p99, res.p999 = quantile(lats, 0.5), quantile(lats, 0.99), quantile(lats, 0.999)
 		out = append(out, res)
 	}
 	return out, nil
 }
 
-// latencyCSV, when set, is a file prefix: each paced run writes every
-// event's commit time and commit→stored latency there, to see when a tail
-// happened and what else happened then.
-var latencyCSV string
-
-func csvPath(who string, rate int) string {
-	if latencyCSV == "" {
-		return ""
+// latencyQuantiles summarises the latencies of stream messages
+// first..last. With a csv path (-latency-csv) it also writes every event's
+// commit time and commit→stored latency there, to see when a tail happened
+// and what else happened then.
+func latencyQuantiles(ctx context.Context, js jetstream.JetStream, first, last uint64, csv string) (polling.Quantiles, error) {
+	lats, err := latencies(ctx, js, first, last, csv)
+	if err != nil {
+		return polling.Quantiles{}, err
 	}
-	return fmt.Sprintf("%s-%s-%d.csv", latencyCSV, who, rate)
+	return polling.Quantiles{P50: quantile(lats, 0.5), P99: quantile(lats, 0.99), P999: quantile(lats, 0.999)}, nil
 }
 
 // latencies reads stream messages first..last and returns commit→stored

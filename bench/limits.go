@@ -77,8 +77,8 @@ func decodeLimit(pgURL string, pgPid int, slot string, n int) (rate, walsender f
 // recvlogicalLimit reads the backlog in slot with Postgres's own
 // pg_recvlogical (pgoutput, same publication) to /dev/null, up to the current
 // WAL position: how fast Postgres streams this backlog to a minimal C
-// client. It returns events per second.
-func recvlogicalLimit(ctx context.Context, pg *testenv.Postgres, slot string, n int) (float64, error) {
+// client, connected to url. It returns events per second.
+func recvlogicalLimit(ctx context.Context, pg *testenv.Postgres, url, slot string, n int) (float64, error) {
 	conn, err := pg.Connect(ctx)
 	if err != nil {
 		return 0, err
@@ -93,7 +93,7 @@ func recvlogicalLimit(ctx context.Context, pg *testenv.Postgres, slot string, n 
 	if err != nil {
 		return 0, err
 	}
-	cmd := exec.CommandContext(ctx, filepath.Join(bin, "pg_recvlogical"), "-d", pgURL(pg), "--slot", slot, "--start",
+	cmd := exec.CommandContext(ctx, filepath.Join(bin, "pg_recvlogical"), "-d", url, "--slot", slot, "--start",
 		"-o", "proto_version=1", "-o", "publication_names=outboxrelay", "-E", end, "-f", "/dev/null", "--no-loop")
 	start := time.Now()
 	if out, err := cmd.CombinedOutput(); err != nil {

@@ -6,13 +6,15 @@
 // binary is started and timed until the stream holds all N. Peak RSS is the
 // relay's VmHWM.
 //
+// Unless -baseline=false, it then runs the polling publisher of package
+// bench/polling on the same workloads, for comparison.
+//
 // Run it with `make bench` (it builds bin/outboxrelay first).
 package main
 
 import (
 	"context"
 	"errors"
-	"flag"
 	"fmt"
 	"io"
 	"net/http"
@@ -21,43 +23,18 @@ import (
 	"strings"
 	"time"
 
+	"github.com/outboxrelay/outboxrelay/bench/polling"
 	"github.com/outboxrelay/outboxrelay/internal/testenv"
 	"github.com/outboxrelay/outboxrelay/sink"
 )
 
 func main() {
-	sizes := flag.String("n", "100000,1000000", "comma-separated backlog sizes (empty: no drains)")
-	txSizes := flag.String("tx", "100,1", "comma-separated events per transaction")
-	rates := flag.String("rates", "1000,5000,10000", "comma-separated paced rates for the latency runs (empty: skip)")
-	latDur := flag.Duration("latency-duration", 10*time.Second, "how long each paced rate runs")
-	flag.StringVar(&profile, "cpuprofile", "", "write CPU profiles of the relay and of nats-server (the start of each drain and of each paced rate) to PREFIX-*.pprof and PREFIX-*-nats.pprof")
-	flag.IntVar(&profileSecs, "cpuprofile-seconds", 3, "how long each -cpuprofile profile is")
-	flag.StringVar(&relayProcs, "relay-gomaxprocs", "", "GOMAXPROCS for the relay (empty: the relay's default, 1)")
-	flag.BoolVar(&withLimits, "limits", true, "also measure the decode-only, publish-only and pg_recvlogical limits of each backlog (false: only the relay's drain, for quick A/B runs)")
-	flag.BoolVar(&pgSocket, "pg-socket", false, "connect the relay and the limits to Postgres over its Unix socket instead of TCP")
-	flag.Func("paced-by", "who commits the latency runs' paced inserts: postgres (a procedure, the default) or client (this process, over 8 connections)", func(v string) error {
-		if v != "postgres" && v != "client" {
-			return errors.New("want postgres or client")
-		}
-		pacedBy = v
-		return nil
-	})
-	flag.StringVar(&latencyCSV, "latency-csv", "", "write each paced run's per-event commit time and latency to PREFIX-relay-RATE.csv (and -polling-)")
-	baseline := flag.Bool("baseline", true, "also run the polling-publisher baseline (bench/polling.go) on the same workloads")
-	flag.Parse()
-	ns, err := ints("-n", *sizes)
-	var txs, rs []int
+	o, err := parseFlags(os.Args[1:])
 	if err == nil {
-		txs, err = ints("-tx", *txSizes)
+		err = run(o)
 	}
-	if err == nil {
-		rs, err = ints("-rates", *rates)
-	}
-	if err == nil {
-		err = run(ns, txs, rs, *latDur)
-	}
-	if err == nil && *baseline {
-		err = pollingBaseline(ns, txs, rs, *latDur)
+	if err == nil && o.baseline {
+		err = polling.Baseline(o.pollingWorkload(), o.polling, o.sizes, o.txSizes, o.rates, o.latencyDur)
 	}
 	if err != nil {
 		fmt.Fprintln(os.Stderr, "bench:", err)
@@ -65,42 +42,21 @@ func main() {
 	}
 }
 
-var (
-	profile     string
-	profileSecs int
-)
-
-var relayProcs string // GOMAXPROCS for the relay; empty leaves its default
-
-var withLimits = true // measure the limits beside each drain
-
-// pgSocket makes the relay and the limits reach Postgres over its Unix
-// socket, as a relay beside the database can; the default is TCP, as from a
-// container.
-var pgSocket bool
-
-// pgURL is the URL the relay and the limits use for pg.
-func pgURL(pg *testenv.Postgres) string {
-	if pgSocket {
-		return pg.SocketURL()
-	}
-	return pg.URL()
-}
-
-func run(ns, txs, rs []int, latDur time.Duration) error {
-	procs := relayProcs
+func run(o *options) error {
+	rs, latDur := o.rates, o.latencyDur
+	procs := o.relayProcs
 	if procs == "" {
 		procs = "1 (its default)"
 	}
 	fmt.Printf("machine: %d cores, %s; Postgres, nats-server and the relay on the same machine; relay GOMAXPROCS %s\n\n", numCPU(), memTotal(), procs)
-	if err := drains(ns, txs); err != nil {
+	if err := drains(o); err != nil {
 		return err
 	}
 	if len(rs) == 0 {
 		return nil
 	}
 	fmt.Printf("\nLive latency, commit -> stored (Outbox-Commit-Time vs JetStream timestamp), single-event transactions, %s per rate,\n", latDur)
-	if pacedBy == "postgres" {
+	if o.pacedBy == "postgres" {
 		fmt.Println("committed by a procedure inside Postgres (-paced-by client: from the bench over TCP instead).")
 	} else {
 		fmt.Println("committed by the bench over TCP from 8 connections (its own CPU is not counted below).")
@@ -108,31 +64,15 @@ func run(ns, txs, rs []int, latDur time.Duration) error {
 	fmt.Println("cpu: as for a drain, plus inserts = the inserting backends.")
 	fmt.Println()
 	fmt.Printf("%-10s %12s %10s %10s %10s %14s\n", "target/s", "achieved/s", "p50", "p99", "p99.9", "caught up in")
-	lat, err := liveLatency(rs, latDur)
+	lat, err := liveLatency(o)
 	if err != nil {
 		return err
 	}
 	for _, l := range lat {
-		fmt.Printf("%-10d %12.0f %10s %10s %10s %14s\n", l.rate, l.achieved, l.p50.Round(10*time.Microsecond), l.p99.Round(10*time.Microsecond), l.p999.Round(10*time.Microsecond), l.lagAfter.Round(10*time.Microsecond))
+		fmt.Printf("%-10d %12.0f %10s %10s %10s %14s\n", l.rate, l.achieved, l.P50.Round(10*time.Microsecond), l.P99.Round(10*time.Microsecond), l.P999.Round(10*time.Microsecond), l.lagAfter.Round(10*time.Microsecond))
 		fmt.Printf("    cpu: %s\n", l.cpu)
 	}
 	return nil
-}
-
-// ints parses a comma-separated list of positive integers; empty is none.
-func ints(flagName, s string) ([]int, error) {
-	var out []int
-	for _, f := range strings.Split(s, ",") {
-		if f = strings.TrimSpace(f); f == "" {
-			continue
-		}
-		v, err := strconv.Atoi(f)
-		if err != nil || v <= 0 {
-			return nil, fmt.Errorf("%s %q: want comma-separated positive integers, like 100000,1000000", flagName, s)
-		}
-		out = append(out, v)
-	}
-	return out, nil
 }
 
 type result struct {
@@ -148,7 +88,8 @@ type result struct {
 
 // drains prints the backlog-drain table: a drain of each size in ns, in
 // transactions of each size in txs.
-func drains(ns, txs []int) error {
+func drains(o *options) error {
+	ns, txs := o.sizes, o.txSizes
 	if len(ns) == 0 {
 		return nil
 	}
@@ -165,18 +106,18 @@ func drains(ns, txs []int) error {
 	fmt.Printf("%-12s %9s %12s %12s %12s %13s %7s %8s %10s %15s\n", "events/tx", "events", "relay ev/s", "decode ev/s", "publish m/s", "publish* m/s", "ratio", "/publish", "peak RSS", "pg_recvlogical")
 	for _, n := range ns {
 		for _, tx := range txs {
-			res, err := drain(n, tx)
+			res, err := drain(o, n, tx)
 			if err != nil {
 				return err
 			}
 			rate := float64(n) / res.secs
 			ratio, ofPublish := rate/min(res.decode, res.publishSink), rate/res.publish
-			if !withLimits {
+			if !o.limits {
 				ratio, ofPublish = 0, 0 // not measured
 			}
 			fmt.Printf("%-12d %9d %12.0f %12.0f %12.0f %13.0f %7.2f %8.2f %6.1f MiB %15.0f\n", tx, n, rate, res.decode, res.publish, res.publishSink, ratio, ofPublish, float64(res.rssKiB)/1024, res.recvlogical)
 			fmt.Printf("    cpu: %s\n", formatCPU(res.cpu, n, res.cpuSecs))
-			if withLimits {
+			if o.limits {
 				fmt.Printf("    cpu feeding decode-only: walsender %.1f µs/event\n", res.decodeWalsender/float64(n)*1e6)
 			}
 		}
@@ -184,9 +125,9 @@ func drains(ns, txs []int) error {
 	return nil
 }
 
-func drain(n, txSize int) (result, error) {
+func drain(o *options, n, txSize int) (result, error) {
 	ctx := context.Background()
-	e, err := newBenchEnv()
+	e, err := newBenchEnv(o)
 	if err != nil {
 		return result{}, err
 	}
@@ -198,11 +139,11 @@ func drain(n, txSize int) (result, error) {
 		return result{}, err
 	}
 	var res result
-	if withLimits {
-		if res.decode, res.decodeWalsender, err = decodeLimit(pgURL(e.pg), e.pg.Pid(), "bench_decode", n); err != nil {
+	if o.limits {
+		if res.decode, res.decodeWalsender, err = decodeLimit(e.pgURL(), e.pg.Pid(), "bench_decode", n); err != nil {
 			return result{}, err
 		}
-		if res.recvlogical, err = recvlogicalLimit(ctx, e.pg, "bench_recvlogical", n); err != nil {
+		if res.recvlogical, err = recvlogicalLimit(ctx, e.pg, e.pgURL(), "bench_recvlogical", n); err != nil {
 			return result{}, err
 		}
 	}
@@ -211,7 +152,7 @@ func drain(n, txSize int) (result, error) {
 			return result{}, err
 		}
 	}
-	if withLimits {
+	if o.limits {
 		if res.publish, err = publishLimit(e.ns.URL(), "OUTBOX", n, 1); err != nil {
 			return result{}, err
 		}
@@ -247,21 +188,23 @@ func drain(n, txSize int) (result, error) {
 // and of nats-server into PREFIX-name.pprof and PREFIX-name-nats.pprof. The
 // func it returns waits for both. Without -cpuprofile it does nothing.
 func (e *benchEnv) startProfiles(name string) (wait func() error) {
-	if profile == "" {
+	prefix, secs := e.o.profile, e.o.profileSecs
+	if prefix == "" {
 		return func() error { return nil }
 	}
 	done := make(chan error, 2)
-	go func() { done <- saveProfile(e.port, fmt.Sprintf("%s-%s.pprof", profile, name)) }()
-	go func() { done <- saveProfile(e.natsProfPort, fmt.Sprintf("%s-%s-nats.pprof", profile, name)) }()
+	go func() { done <- saveProfile(e.port, secs, fmt.Sprintf("%s-%s.pprof", prefix, name)) }()
+	go func() { done <- saveProfile(e.natsProfPort, secs, fmt.Sprintf("%s-%s-nats.pprof", prefix, name)) }()
 	return func() error { return errors.Join(<-done, <-done) }
 }
 
-// saveProfile fetches a CPU profile from the pprof endpoint on port.
-func saveProfile(port int, path string) error {
+// saveProfile fetches a CPU profile secs long from the pprof endpoint on
+// port.
+func saveProfile(port, secs int, path string) error {
 	var resp *http.Response
 	err := testenv.Poll(10*time.Second, func() (bool, error) {
 		var err error
-		resp, err = http.Get(fmt.Sprintf("http://127.0.0.1:%d/debug/pprof/profile?seconds=%d", port, profileSecs))
+		resp, err = http.Get(fmt.Sprintf("http://127.0.0.1:%d/debug/pprof/profile?seconds=%d", port, secs))
 		return err == nil, err
 	})
 	if err != nil {

@@ -18,7 +18,6 @@ import (
 // same over TCP took about 40% of a core of its own at 5k/s, and its
 // backends about 60% more: an application's load, which in production runs
 // on other machines. -paced-by client keeps that client.
-var pacedBy = "postgres"
 
 // paced is what one paced run committed.
 type paced struct {
@@ -29,10 +28,11 @@ type paced struct {
 	backends   []uint32 // their pids: counted here, not again under postgres
 }
 
-// pacedInserts commits single-event transactions at rate per second for dur.
-func pacedInserts(ctx context.Context, pg *testenv.Postgres, rate int, dur time.Duration) (paced, error) {
+// pacedInserts commits single-event transactions at rate per second for
+// dur; by (-paced-by) is postgres or client.
+func pacedInserts(ctx context.Context, pg *testenv.Postgres, by string, rate int, dur time.Duration) (paced, error) {
 	writers := 8 // the client's connections
-	if pacedBy == "postgres" {
+	if by == "postgres" {
 		writers = (rate + perProcedure - 1) / perProcedure
 	}
 	conns := make([]*pgx.Conn, writers)
@@ -51,7 +51,7 @@ func pacedInserts(ctx context.Context, pg *testenv.Postgres, rate int, dur time.
 	}
 	var res paced
 	var err error
-	if pacedBy == "postgres" {
+	if by == "postgres" {
 		res, err = procedurePaced(ctx, conns, rate, dur)
 	} else {
 		res, err = clientPaced(ctx, conns, rate, dur)

@@ -4,8 +4,6 @@ import (
 	"context"
 	"fmt"
 	"log/slog"
-	"os"
-	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -44,13 +42,7 @@ func newEnv(t *testing.T, settings map[string]string) *env {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { conn.Close(context.Background()) })
-	ddl, err := os.ReadFile("../testdata/outbox.sql")
-	if err != nil {
-		t.Fatal(err)
-	}
-	if _, err := conn.Exec(ctx, string(ddl)); err != nil {
-		t.Fatalf("create outbox table: %v", err)
-	}
+	testenv.CreateOutbox(t, pg)
 	return &env{t: t, pg: pg, conn: conn}
 }
 
@@ -67,20 +59,7 @@ func (e *env) run(cfg capture.Config, pos capture.Positioner) (c *capture.Captur
 		cfg.Logger = slog.New(slog.NewTextHandler(e.t.Output(), nil))
 	}
 	c = capture.New(cfg, pos)
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan error, 1)
-	go func() { done <- c.Run(ctx) }()
-	var once sync.Once
-	stop = func() {
-		once.Do(func() {
-			cancel()
-			if err := <-done; err != nil {
-				e.t.Errorf("Run = %v, want nil after cancel", err)
-			}
-		})
-	}
-	e.t.Cleanup(stop)
-	return c, stop
+	return c, testenv.RunUntilCleanup(e.t, wait, c.Run)
 }
 
 // insert commits one transaction of n outbox rows.

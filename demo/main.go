@@ -23,6 +23,7 @@ import (
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 	"github.com/outboxrelay/outboxrelay/internal/testenv"
+	"github.com/outboxrelay/outboxrelay/schema"
 )
 
 const (
@@ -78,12 +79,8 @@ func run(ctx context.Context) (err error) {
 	}
 	defer ns.Stop()
 
-	step("creating the outbox table (testdata/outbox.sql) and an orders table")
-	ddl, err := os.ReadFile("testdata/outbox.sql")
-	if err != nil {
-		return err
-	}
-	if err := pg.Exec(ctx, string(ddl)+";CREATE TABLE orders (id text PRIMARY KEY, customer text NOT NULL, total numeric NOT NULL, status text NOT NULL)"); err != nil {
+	step("creating the outbox table (schema/outbox.sql) and an orders table")
+	if err := pg.Exec(ctx, schema.Outbox+";CREATE TABLE orders (id text PRIMARY KEY, customer text NOT NULL, total numeric NOT NULL, status text NOT NULL)"); err != nil {
 		return err
 	}
 

@@ -68,17 +68,12 @@ func (c *checkEnv) write(t *testing.T, cc checkCfg) string {
 	if err != nil {
 		t.Fatal(err)
 	}
-	yaml := fmt.Sprintf(`postgres:
-  url: %s
-  slot: %s
-nats:
-  url: %s
-  stream: %s
-http:
-  listen: 127.0.0.1:%d
-log:
-  level: debug
-%s`, cc.pgURL, cc.slot, cc.natsURL, stream, port, cc.extra)
+	yaml := relayConfig{
+		PGURL: cc.pgURL, Postgres: "  slot: " + cc.slot + "\n",
+		NATSURL: cc.natsURL,
+		HTTP:    fmt.Sprintf("127.0.0.1:%d", port),
+		Extra:   cc.extra,
+	}.yaml()
 	f, err := os.CreateTemp(c.dir, "check-*.yaml")
 	if err != nil {
 		t.Fatal(err)

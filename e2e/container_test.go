@@ -23,8 +23,8 @@ import (
 // `go build` line, parsed, so the flags cannot drift), checks that the
 // binary is static and stamped, and runs it the way docker-compose.yml does:
 // with deploy/compose/relay.yaml (URLs from the environment) against a
-// Postgres set up by deploy/compose/init.sql, so as the relay role with only
-// the privileges that file grants. Events flow with the contract's headers,
+// Postgres set up by schema/outbox.sql and deploy/compose/init.sql, so as the
+// relay role with only the privileges that file grants. Events flow with the contract's headers,
 // and `outboxrelay healthcheck` (the image's HEALTHCHECK) follows /readyz.
 func TestContainerBinary(t *testing.T) {
 	root, err := testenv.ModuleRoot()
@@ -40,6 +40,9 @@ func TestContainerBinary(t *testing.T) {
 
 	pg := testenv.StartPostgres(t)
 	n := testenv.StartNATS(t)
+	// In the order docker-compose.yml mounts them: the table, then the
+	// role that owns it.
+	testenv.CreateOutbox(t, pg)
 	initSQL, err := os.ReadFile(filepath.Join(root, "deploy/compose/init.sql"))
 	if err != nil {
 		t.Fatal(err)

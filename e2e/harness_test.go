@@ -42,13 +42,7 @@ func newEnv(t *testing.T) *env {
 func newEnvWith(t *testing.T, n *testenv.NATS, natsURL string) *env {
 	t.Helper()
 	e := &env{t: t, pg: testenv.StartPostgres(t), nats: n, natsURL: natsURL, bin: testenv.BuildRelay(t)}
-	ddl, err := os.ReadFile("../testdata/outbox.sql")
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := e.pg.Exec(context.Background(), string(ddl)); err != nil {
-		t.Fatalf("create outbox table: %v", err)
-	}
+	testenv.CreateOutbox(t, e.pg)
 	port, err := testenv.FreePort()
 	if err != nil {
 		t.Fatal(err)
@@ -59,6 +53,38 @@ func newEnvWith(t *testing.T, n *testenv.NATS, natsURL string) *env {
 	return e
 }
 
+// relayConfig is a relay config file's text: every e2e test writes its
+// config through it, so a change to the config's shape is made once.
+type relayConfig struct {
+	PGURL    string
+	Postgres string // extra YAML under postgres:, each line indented by two spaces
+	NATSURL  string
+	NATS     string // extra YAML under nats:, each line indented by two spaces
+	HTTP     string // http.listen
+	LogLevel string // default debug
+	Format   string // log.format, default text
+	Extra    string // top-level YAML after the rest
+}
+
+func (c relayConfig) yaml() string {
+	level, format := c.LogLevel, c.Format
+	if level == "" {
+		level = "debug"
+	}
+	if format == "" {
+		format = "text"
+	}
+	return fmt.Sprintf("postgres:\n  url: %q\n%snats:\n  url: %q\n  stream: %s\n%shttp:\n  listen: %s\nlog:\n  level: %s\n  format: %s\n%s",
+		c.PGURL, c.Postgres, c.NATSURL, stream, c.NATS, c.HTTP, level, format, c.Extra)
+}
+
+func writeFile(t *testing.T, path, text string) {
+	t.Helper()
+	if err := os.WriteFile(path, []byte(text), 0o600); err != nil {
+		t.Fatal(err)
+	}
+}
+
 // writeConfig writes the relay's config; extra is appended YAML.
 func (e *env) writeConfig(extra string) {
 	e.writeConfigTo(e.cfgPath, e.httpAddr, extra)
@@ -67,19 +93,7 @@ func (e *env) writeConfig(extra string) {
 // writeConfigTo writes a relay config to path with its own HTTP address,
 // for a second relay on the same servers.
 func (e *env) writeConfigTo(path, httpAddr, extra string) {
-	cfg := fmt.Sprintf(`postgres:
-  url: %s
-nats:
-  url: %s
-  stream: %s
-http:
-  listen: %s
-log:
-  level: debug
-%s`, e.pg.URL(), e.natsURL, stream, httpAddr, extra)
-	if err := os.WriteFile(path, []byte(cfg), 0o600); err != nil {
-		e.t.Fatal(err)
-	}
+	writeFile(e.t, path, relayConfig{PGURL: e.pg.URL(), NATSURL: e.natsURL, HTTP: httpAddr, Extra: extra}.yaml())
 }
 
 // startRelay starts the relay and waits until it is ready.

@@ -5,7 +5,6 @@ import (
 	"fmt"
 	"io"
 	"net/http"
-	"os"
 	"strings"
 	"testing"
 	"time"
@@ -14,36 +13,6 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 	"github.com/outboxrelay/outboxrelay/internal/testenv"
 )
-
-// relayConfig is a relay config with the security settings the harness's
-// writeConfig does not write.
-type relayConfig struct {
-	PGURL    string
-	NATSURL  string
-	NATS     string // extra YAML under nats:, each line indented by two spaces
-	HTTP     string // http.listen
-	LogLevel string // default debug
-	Format   string // log.format, default text
-}
-
-func (c relayConfig) yaml() string {
-	level, format := c.LogLevel, c.Format
-	if level == "" {
-		level = "debug"
-	}
-	if format == "" {
-		format = "text"
-	}
-	return fmt.Sprintf("postgres:\n  url: %q\nnats:\n  url: %q\n  stream: %s\n%shttp:\n  listen: %s\nlog:\n  level: %s\n  format: %s\n",
-		c.PGURL, c.NATSURL, stream, c.NATS, c.HTTP, level, format)
-}
-
-func writeFile(t *testing.T, path, text string) {
-	t.Helper()
-	if err := os.WriteFile(path, []byte(text), 0o600); err != nil {
-		t.Fatal(err)
-	}
-}
 
 // secureEnv is a Postgres and a nats-server started with natsOpts, with the
 // relay config pointing at both but without the relay's credentials yet.

@@ -232,25 +232,7 @@ func newSink(t *testing.T, nc *nats.Conn, cfg sink.Config, a sink.Acker) *sink.S
 // checks that Run returns nil when stopped.
 func run(t *testing.T, s *sink.Sink) (stop func()) {
 	t.Helper()
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan error, 1)
-	go func() { done <- s.Run(ctx) }()
-	var once sync.Once
-	stop = func() {
-		once.Do(func() {
-			cancel()
-			select {
-			case err := <-done:
-				if err != nil {
-					t.Errorf("Run returned %v, want nil after cancel", err)
-				}
-			case <-time.After(15 * time.Second):
-				t.Errorf("Run did not return within 15s of cancel")
-			}
-		})
-	}
-	t.Cleanup(stop)
-	return stop
+	return testenv.RunUntilCleanup(t, 15*time.Second, s.Run)
 }
 
 // publishAll hands evs to s, then drains it.

@@ -1,23 +1,13 @@
 -- Run once by the postgres image on an empty data directory (it runs every
 -- file in /docker-entrypoint-initdb.d as POSTGRES_USER, a superuser, in
--- POSTGRES_DB). e2e/container_test.go applies this same file to the test
--- Postgres, so keep it plain SQL without psql meta-commands.
+-- POSTGRES_DB, in name order). docker-compose.yml mounts schema/outbox.sql
+-- before this file, so the outbox table exists here. e2e/container_test.go
+-- applies both files to the test Postgres, so keep them plain SQL without
+-- psql meta-commands.
 
 -- The relay's role. REPLICATION lets it create its slot and stream the WAL.
 -- The password is the demo's; use your own (and a secret) anywhere else.
 CREATE ROLE relay WITH LOGIN REPLICATION PASSWORD 'relay';
-
--- The outbox table, as in testdata/outbox.sql (Debezium's column names, the
--- relay's default mapping). The service writes one row per event in the same
--- transaction as its business change.
-CREATE TABLE public.outbox (
-    id            uuid        PRIMARY KEY DEFAULT gen_random_uuid(),
-    aggregatetype text        NOT NULL,
-    aggregateid   text        NOT NULL,
-    type          text        NOT NULL,
-    payload       jsonb,
-    created_at    timestamptz NOT NULL DEFAULT now()
-);
 
 -- A business table for the producer, as in `make demo`.
 CREATE TABLE public.orders (

@@ -13,6 +13,8 @@
 //	Launch(cmd, logPath) / StartCmd(t, cmd)           any program, output captured (StartProcess(t, bin, args...) for short)
 //	BuildBinary(pkg, name) / BuildRelay(t)            go build a main package of this module
 //	Poll(timeout, cond) / WaitFor(t, timeout, what, cond)   poll a condition every 50ms until a deadline
+//	CreateOutbox(t, pg)                               the outbox table of package schema
+//	RunUntilCleanup(t, timeout, c.Run)                run a component until the test ends; fail unless it stops cleanly
 //
 // Servers listen on 127.0.0.1 on ports picked by FreePort and keep those
 // ports across Kill/Stop and Start, so clients can reconnect to the same URL.

@@ -1,11 +1,16 @@
 package testenv
 
 import (
+	"context"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"strings"
+	"sync"
 	"testing"
+	"time"
+
+	"github.com/outboxrelay/outboxrelay/schema"
 )
 
 // logLines is how many lines of a server log a failed test prints.
@@ -52,6 +57,14 @@ func StartPostgres(t testing.TB, opts ...PostgresOptions) *Postgres {
 		t.Fatal(err)
 	}
 	return pg
+}
+
+// CreateOutbox creates the outbox table of schema.Outbox in pg's database.
+func CreateOutbox(t testing.TB, pg *Postgres) {
+	t.Helper()
+	if err := pg.Exec(context.Background(), schema.Outbox); err != nil {
+		t.Fatalf("create the outbox table: %v", err)
+	}
 }
 
 // StartNATS starts a standalone nats-server with JetStream in a directory
@@ -162,4 +175,33 @@ func StartCmd(t testing.TB, cmd *exec.Cmd) *Process {
 		}
 	})
 	return p
+}
+
+// RunUntilCleanup runs a component's Run(ctx) in the background until the
+// test ends or the returned stop is called, whichever is first. stop cancels
+// ctx and fails the test unless Run then returns nil within timeout: a
+// long-lived component stops cleanly when told to.
+func RunUntilCleanup(t testing.TB, timeout time.Duration, run func(context.Context) error) (stop func()) {
+	t.Helper()
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- run(ctx) }()
+	var once sync.Once
+	stop = func() {
+		once.Do(func() {
+			cancel()
+			timer := time.NewTimer(timeout)
+			defer timer.Stop()
+			select {
+			case err := <-done:
+				if err != nil {
+					t.Errorf("Run returned %v, want nil after cancel", err)
+				}
+			case <-timer.C:
+				t.Errorf("Run did not return within %s of cancel", timeout)
+			}
+		})
+	}
+	t.Cleanup(stop)
+	return stop
 }

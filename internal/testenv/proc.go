@@ -10,6 +10,8 @@ import (
 	"sync"
 	"syscall"
 	"time"
+
+	"github.com/outboxrelay/outboxrelay/internal/procstat"
 )
 
 // child is a running child process started by this package: the exec.Cmd
@@ -119,42 +121,6 @@ type procID struct {
 	start uint64
 }
 
-// procStat is the part of /proc/<pid>/stat this package uses.
-type procStat struct {
-	state byte
-	ppid  int
-	start uint64
-}
-
-// readProcStat reads /proc/<pid>/stat. The command name is in parentheses and
-// may itself contain spaces and parentheses, so fields are counted from the
-// last ')'.
-func readProcStat(pid int) (procStat, error) {
-	b, err := os.ReadFile("/proc/" + strconv.Itoa(pid) + "/stat")
-	if err != nil {
-		return procStat{}, err
-	}
-	s := string(b)
-	i := strings.LastIndexByte(s, ')')
-	if i < 0 {
-		return procStat{}, fmt.Errorf("parse /proc/%d/stat: no ')'", pid)
-	}
-	f := strings.Fields(s[i+1:])
-	// f[0] is field 3 of proc(5) (state), f[1] field 4 (ppid), f[19] field 22 (starttime).
-	if len(f) < 20 {
-		return procStat{}, fmt.Errorf("parse /proc/%d/stat: %d fields", pid, len(f))
-	}
-	ppid, err := strconv.Atoi(f[1])
-	if err != nil {
-		return procStat{}, fmt.Errorf("parse /proc/%d/stat ppid: %w", pid, err)
-	}
-	start, err := strconv.ParseUint(f[19], 10, 64)
-	if err != nil {
-		return procStat{}, fmt.Errorf("parse /proc/%d/stat starttime: %w", pid, err)
-	}
-	return procStat{state: f[0][0], ppid: ppid, start: start}, nil
-}
-
 // childrenOf lists the live children of pid.
 func childrenOf(pid int) ([]procID, error) {
 	entries, err := os.ReadDir("/proc")
@@ -167,11 +133,11 @@ func childrenOf(pid int) ([]procID, error) {
 		if err != nil {
 			continue
 		}
-		st, err := readProcStat(p)
-		if err != nil || st.ppid != pid || st.state == 'Z' {
+		st, err := procstat.Read(p)
+		if err != nil || st.PPID != pid || st.State == 'Z' {
 			continue
 		}
-		out = append(out, procID{pid: p, start: st.start})
+		out = append(out, procID{pid: p, start: st.StartTime})
 	}
 	return out, nil
 }
@@ -179,11 +145,11 @@ func childrenOf(pid int) ([]procID, error) {
 // alive reports whether p still runs. A zombie counts as gone: it holds no
 // memory, sockets or files, and may never be reaped if init does not reap.
 func (p procID) alive() bool {
-	st, err := readProcStat(p.pid)
+	st, err := procstat.Read(p.pid)
 	if err != nil {
 		return false
 	}
-	return st.start == p.start && st.state != 'Z' && st.state != 'X'
+	return st.StartTime == p.start && st.State != 'Z' && st.State != 'X'
 }
 
 // waitGone polls until none of procs is alive.
@@ -202,12 +168,12 @@ func waitGone(procs []procID, timeout time.Duration) error {
 // 'T' (stopped by a signal).
 func waitState(pid int, timeout time.Duration, states string) error {
 	return Poll(timeout, func() (bool, error) {
-		st, err := readProcStat(pid)
+		st, err := procstat.Read(pid)
 		if err != nil {
 			return false, err
 		}
-		if strings.IndexByte(states, st.state) < 0 {
-			return false, fmt.Errorf("process %d is in state %c", pid, st.state)
+		if strings.IndexByte(states, st.State) < 0 {
+			return false, fmt.Errorf("process %d is in state %c", pid, st.State)
 		}
 		return true, nil
 	})

@@ -1,59 +1,26 @@
-package main
-
-// The polling-publisher baseline: what teams write by hand instead of a CDC
-// relay, run on the relay's workloads (the same backlogs, the same paced
-// writers, the same stream, subjects and headers) so the two sets of
-// figures can be read side by side.
+package polling
 
 import (
 	"cmp"
 	"context"
-	"errors"
-	"flag"
 	"fmt"
-	"strconv"
 	"time"
 
 	"github.com/outboxrelay/outboxrelay/internal/testenv"
 	"github.com/outboxrelay/outboxrelay/sink"
 )
 
-// The baseline's settings, checked as the flags are parsed so that a bad
-// value stops the bench before the relay's runs.
-var (
-	pollBatch    = 1000
-	pollInterval = 100 * time.Millisecond
-	pollWorkers  = 4
-)
-
-func init() {
-	flag.Func("poll-batch", "polling baseline: rows per poll, the SELECT's LIMIT (default 1000)", positive(&pollBatch, strconv.Atoi))
-	flag.Func("poll-interval", "polling baseline: sleep after a poll that finds no rows (default 100ms)", positive(&pollInterval, time.ParseDuration))
-	flag.Func("poll-workers", "polling baseline: workers for one extra multi-worker drain row; 1: no such row (default 4)", positive(&pollWorkers, strconv.Atoi))
-}
-
-func positive[T int | time.Duration](dst *T, parse func(string) (T, error)) func(string) error {
-	return func(s string) error {
-		v, err := parse(s)
-		if err == nil && v <= 0 {
-			err = errors.New("must be above 0")
-		}
-		if err == nil {
-			*dst = v
-		}
-		return err
-	}
-}
-
-// pollingBaseline runs the polling publisher on the relay's drain and
-// latency workloads and prints its two tables.
-func pollingBaseline(ns, txs, rs []int, latDur time.Duration) error {
+// Baseline runs the polling publisher on w's drains (a backlog of each size
+// in ns, in transactions of each size in txs) and paced rates rs, dur each,
+// and prints its two tables.
+func Baseline(w Workload, cfg Config, ns, txs, rs []int, dur time.Duration) error {
+	b := baseline{w: w, cfg: cfg}
 	if len(ns) == 0 || len(txs) == 0 {
-		return pollingLatencyTable(rs, latDur)
+		return b.latencyTable(rs, dur)
 	}
 	fmt.Printf("\nPolling baseline: the publisher teams write by hand. Each worker loops: BEGIN; SELECT ... ORDER BY seq\n")
-	fmt.Printf("LIMIT %d FOR UPDATE SKIP LOCKED; async publish, wait for every PubAck; DELETE ... WHERE id = ANY($1); COMMIT;\n", pollBatch)
-	fmt.Printf("it sleeps %s after a poll that finds nothing. Same backlogs, writers, stream, subjects and headers as\n", pollInterval)
+	fmt.Printf("LIMIT %d FOR UPDATE SKIP LOCKED; async publish, wait for every PubAck; DELETE ... WHERE id = ANY($1); COMMIT;\n", cfg.Batch)
+	fmt.Printf("it sleeps %s after a poll that finds nothing. Same backlogs, writers, stream, subjects and headers as\n", cfg.Interval)
 	fmt.Println("the relay, less the three that need a log position (Outbox-Commit-LSN, Outbox-Tx-Seq, Nats-Expected-Last-")
 	fmt.Println("Sequence); the outbox gains an indexed identity column seq. Checked: the stream holds each event once, the")
 	fmt.Println("outbox ends empty. Drain: start (connecting included) to the last PubAck. agg order: insert = each")
@@ -62,7 +29,7 @@ func pollingBaseline(ns, txs, rs []int, latDur time.Duration) error {
 	fmt.Println()
 	fmt.Printf("%-12s %9s %8s %14s %10s\n", "events/tx", "events", "workers", "polling ev/s", "agg order")
 	row := func(n, tx, workers int) error {
-		secs, err := pollingDrain(n, tx, workers)
+		secs, err := b.drain(n, tx, workers)
 		if err != nil {
 			return fmt.Errorf("polling baseline, %d events in transactions of %d, %d workers: %w", n, tx, workers, err)
 		}
@@ -80,32 +47,46 @@ func pollingBaseline(ns, txs, rs []int, latDur time.Duration) error {
 			}
 		}
 	}
-	if pollWorkers > 1 && len(ns) > 0 && len(txs) > 0 {
-		if err := row(ns[0], txs[0], pollWorkers); err != nil {
+	if cfg.Workers > 1 && len(ns) > 0 && len(txs) > 0 {
+		if err := row(ns[0], txs[0], cfg.Workers); err != nil {
 			return err
 		}
 	}
-	return pollingLatencyTable(rs, latDur)
+	return b.latencyTable(rs, dur)
 }
 
-// pollingLatencyTable runs and prints the polling baseline's latency runs.
-func pollingLatencyTable(rs []int, latDur time.Duration) error {
+// baseline is one Baseline run.
+type baseline struct {
+	w   Workload
+	cfg Config
+}
+
+// latencyTable runs and prints the polling baseline's latency runs.
+func (b baseline) latencyTable(rs []int, latDur time.Duration) error {
 	if len(rs) == 0 {
 		return nil
 	}
 	fmt.Printf("\nPolling baseline live latency, commit -> stored (created_at in Outbox-Commit-Time vs JetStream timestamp),\n")
-	fmt.Printf("1 worker, poll interval %s, single-event transactions, %s per rate. created_at is now(), the start of\n", pollInterval, latDur)
+	fmt.Printf("1 worker, poll interval %s, single-event transactions, %s per rate. created_at is now(), the start of\n", b.cfg.Interval, latDur)
 	fmt.Println("the single-INSERT transaction: it also counts the INSERT itself, tens of microseconds here.")
 	fmt.Println()
 	fmt.Printf("%-10s %12s %10s %10s %10s %14s\n", "target/s", "achieved/s", "p50", "p99", "p99.9", "caught up in")
-	lat, err := pollingLatency(rs, latDur)
+	lat, err := b.latency(rs, latDur)
 	if err != nil {
 		return fmt.Errorf("polling baseline latency: %w", err)
 	}
 	for _, l := range lat {
-		fmt.Printf("%-10d %12.0f %10s %10s %10s %14s\n", l.rate, l.achieved, l.p50.Round(10*time.Microsecond), l.p99.Round(10*time.Microsecond), l.p999.Round(10*time.Microsecond), l.lagAfter.Round(10*time.Microsecond))
+		fmt.Printf("%-10d %12.0f %10s %10s %10s %14s\n", l.rate, l.achieved, l.P50.Round(10*time.Microsecond), l.P99.Round(10*time.Microsecond), l.P999.Round(10*time.Microsecond), l.lagAfter.Round(10*time.Microsecond))
 	}
 	return nil
+}
+
+// latencyResult is commit→stored latency at one paced rate.
+type latencyResult struct {
+	rate     int // events/s asked for
+	achieved float64
+	Quantiles
+	lagAfter time.Duration // from the last commit until the stream held everything
 }
 
 // pollingRun is a poller working in its own throwaway environment: the
@@ -113,7 +94,7 @@ func pollingLatencyTable(rs []int, latDur time.Duration) error {
 // stream the relay would create (same name, subjects and settings).
 type pollingRun struct {
 	*poller
-	e      *benchEnv
+	e      *Env
 	stop   context.CancelFunc
 	errc   chan error // Run's result
 	done   bool       // Run's result was received, into runErr
@@ -122,9 +103,9 @@ type pollingRun struct {
 
 // startPolling sets up the environment, calls fill, then starts the
 // poller; close releases everything.
-func startPolling(ctx context.Context, workers int, fill func(*benchEnv) error) (_ *pollingRun, err error) {
+func (b baseline) startPolling(ctx context.Context, workers int, fill func(*Env) error) (_ *pollingRun, err error) {
 	r := &pollingRun{errc: make(chan error, 1), stop: func() {}}
-	if r.e, err = newBenchEnv(); err != nil {
+	if r.e, err = b.w.NewEnv(); err != nil {
 		return nil, err
 	}
 	defer func() {
@@ -136,17 +117,17 @@ func startPolling(ctx context.Context, workers int, fill func(*benchEnv) error) 
 		"ALTER TABLE outbox ADD COLUMN seq bigint GENERATED ALWAYS AS IDENTITY",
 		"CREATE INDEX outbox_seq ON outbox (seq)",
 	} {
-		if err := r.e.pg.Exec(ctx, sql); err != nil {
+		if err := r.e.PG.Exec(ctx, sql); err != nil {
 			return nil, err
 		}
 	}
-	if _, err := sink.EnsureStream(ctx, r.e.js, "OUTBOX", "outbox"); err != nil {
+	if _, err := sink.EnsureStream(ctx, r.e.JS, "OUTBOX", "outbox"); err != nil {
 		return nil, err
 	}
 	if err := fill(r.e); err != nil {
 		return nil, err
 	}
-	if r.poller, err = newPoller(r.e, workers); err != nil {
+	if r.poller, err = newPoller(r.e, b.cfg, workers); err != nil {
 		return nil, err
 	}
 	runCtx, stop := context.WithCancel(ctx)
@@ -168,14 +149,14 @@ func (r *pollingRun) close() {
 	if r.poller != nil {
 		r.halt()
 	}
-	r.e.close()
+	r.e.Close()
 }
 
 // finish waits until the poller has published want events and committed
 // their deletion (stopping it mid-batch would roll a DELETE back), stops
 // it, and checks the stream.
 func (r *pollingRun) finish(ctx context.Context, want uint64) error {
-	conn, err := r.e.pg.Connect(ctx)
+	conn, err := r.e.PG.Connect(ctx)
 	if err != nil {
 		return err
 	}
@@ -198,17 +179,17 @@ func (r *pollingRun) finish(ctx context.Context, want uint64) error {
 	if err := r.halt(); err != nil {
 		return err
 	}
-	return r.check(ctx, r.e.js, want)
+	return r.check(ctx, r.e.JS, want)
 }
 
-// pollingDrain commits a backlog of n events in transactions of txSize, the
+// drain commits a backlog of n events in transactions of txSize, the
 // way the relay's drain does, then runs the poller until it is gone. It
 // returns the seconds from the poller's start to its last PubAck.
-func pollingDrain(n, txSize, workers int) (float64, error) {
+func (b baseline) drain(n, txSize, workers int) (float64, error) {
 	ctx := context.Background()
 	var start time.Time
-	r, err := startPolling(ctx, workers, func(e *benchEnv) error {
-		err := writeBacklog(ctx, e.pg, n, txSize)
+	r, err := b.startPolling(ctx, workers, func(e *Env) error {
+		err := b.w.Backlog(ctx, e.PG, n, txSize)
 		start = time.Now()
 		return err
 	})
@@ -222,12 +203,12 @@ func pollingDrain(n, txSize, workers int) (float64, error) {
 	return float64(r.lastAck.Load()-start.UnixNano()) / 1e9, nil
 }
 
-// pollingLatency runs one poller against the relay's paced single-event
-// transactions at each rate and measures commit→stored the way
-// liveLatency does, through the Outbox-Commit-Time header.
-func pollingLatency(rates []int, dur time.Duration) ([]latencyResult, error) {
+// latency runs one poller against the relay's paced single-event
+// transactions at each rate and measures commit→stored the way the relay's
+// runs do, through the Outbox-Commit-Time header.
+func (b baseline) latency(rates []int, dur time.Duration) ([]latencyResult, error) {
 	ctx := context.Background()
-	r, err := startPolling(ctx, 1, func(*benchEnv) error { return nil })
+	r, err := b.startPolling(ctx, 1, func(*Env) error { return nil })
 	if err != nil {
 		return nil, err
 	}
@@ -235,15 +216,15 @@ func pollingLatency(rates []int, dur time.Duration) ([]latencyResult, error) {
 	var out []latencyResult
 	var total uint64
 	for _, rate := range rates {
-		p, err := pacedInserts(ctx, r.e.pg, rate, dur)
+		p, err := b.w.Paced(ctx, r.e.PG, rate, dur)
 		if err != nil {
 			return nil, err
 		}
-		n := p.n
+		n := p.N
 		total += uint64(n)
 		var last time.Time // when the stream's last message was stored
 		err = r.wait(time.Minute, func() (bool, error) {
-			st, err := r.e.js.Stream(ctx, "OUTBOX")
+			st, err := r.e.JS.Stream(ctx, "OUTBOX")
 			if err != nil {
 				return false, err
 			}
@@ -254,12 +235,10 @@ func pollingLatency(rates []int, dur time.Duration) ([]latencyResult, error) {
 		if err != nil {
 			return nil, fmt.Errorf("at %d/s the stream did not catch up: %w", rate, err)
 		}
-		res := latencyResult{rate: rate, achieved: float64(n) / p.elapsed.Seconds(), lagAfter: last.Sub(p.lastCommit)}
-		lats, err := latencies(ctx, r.e.js, total-uint64(n)+1, total, csvPath("polling", rate))
-		if err != nil {
+		res := latencyResult{rate: rate, achieved: float64(n) / p.Elapsed.Seconds(), lagAfter: last.Sub(p.LastCommit)}
+		if res.Quantiles, err = b.w.Latencies(ctx, r.e.JS, total-uint64(n)+1, total, "polling", rate); err != nil {
 			return nil, err
 		}
-		res.p50, res.p99, res.p999 = quantile(lats, 0.5), quantile(lats, 0.99), quantile(lats, 0.999)
 		out = append(out, res)
 	}
 	return out, r.finish(ctx, total)

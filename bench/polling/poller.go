@@ -1,7 +1,7 @@
-package main
+package polling
 
 // The polling publisher itself: SELECT ... FOR UPDATE SKIP LOCKED, publish,
-// DELETE. polling.go runs it on the relay's workloads.
+// DELETE. baseline.go runs it on the relay's workloads.
 
 import (
 	"context"
@@ -41,18 +41,18 @@ type poller struct {
 	lastAck atomic.Int64 // UnixNano at which the latest batch's last PubAck arrived
 }
 
-func newPoller(e *benchEnv, workers int) (*poller, error) {
+func newPoller(e *Env, cfg Config, workers int) (*poller, error) {
 	subj, err := sink.ParseSubject("outbox.{aggregate_type}.{aggregate_id}")
 	if err != nil {
 		return nil, err
 	}
-	js, err := jetstream.New(e.nc,
-		jetstream.WithPublishAsyncMaxPending(max(4000, workers*pollBatch)),
+	js, err := jetstream.New(e.NC,
+		jetstream.WithPublishAsyncMaxPending(max(4000, workers*cfg.Batch)),
 		jetstream.WithPublishAsyncTimeout(10*time.Second))
 	if err != nil {
 		return nil, err
 	}
-	return &poller{connect: e.pg.Connect, js: js, subject: subj, batch: pollBatch, interval: pollInterval, workers: workers}, nil
+	return &poller{connect: e.PG.Connect, js: js, subject: subj, batch: cfg.Batch, interval: cfg.Interval, workers: workers}, nil
 }
 
 // Run polls until ctx is cancelled, which is a clean stop.
