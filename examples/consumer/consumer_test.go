@@ -178,25 +178,7 @@ func publishEvents(t *testing.T, js jetstream.JetStream, n, aggs int) []testEven
 // runConsumer runs c in the background; stop cancels it and checks that
 // Run returned nil.
 func runConsumer(t *testing.T, c *Consumer, js jetstream.JetStream) (stop func()) {
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan error, 1)
-	go func() { done <- c.Run(ctx, js) }()
-	var once sync.Once
-	stop = func() {
-		once.Do(func() {
-			cancel()
-			select {
-			case err := <-done:
-				if err != nil {
-					t.Errorf("Run: %v", err)
-				}
-			case <-time.After(30 * time.Second):
-				t.Error("Run did not return within 30s of its context ending")
-			}
-		})
-	}
-	t.Cleanup(stop)
-	return stop
+	return testenv.RunUntilCleanup(t, 30*time.Second, func(ctx context.Context) error { return c.Run(ctx, js) })
 }
 
 // waitAllAcked waits until the durable has acked every message of the
