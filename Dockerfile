@@ -26,12 +26,11 @@ RUN CGO_ENABLED=0 go build -trimpath -ldflags "-s -w -X main.version=${VERSION}"
 FROM gcr.io/distroless/static-debian12:nonroot
 ARG VERSION=dev
 ARG REVISION=unknown
-# licenses: the repository has no LICENSE file yet; replace NOASSERTION
-# with its SPDX identifier when it has one.
+# licenses: the SPDX identifier of the repository's LICENSE.
 LABEL org.opencontainers.image.title="outboxrelay" \
       org.opencontainers.image.description="Transactional outbox relay: Postgres logical replication to NATS JetStream, exactly once, in commit order" \
       org.opencontainers.image.source="https://github.com/outboxrelay/outboxrelay" \
-      org.opencontainers.image.licenses="NOASSERTION" \
+      org.opencontainers.image.licenses="Apache-2.0" \
       org.opencontainers.image.version="${VERSION}" \
       org.opencontainers.image.revision="${REVISION}"
 COPY --from=build /out/outboxrelay /outboxrelay
