@@ -62,8 +62,8 @@ func TestVersion(t *testing.T) {
 	}
 }
 
-// The relay runs on one P unless the operator set GOMAXPROCS (README,
-// "Operating it"; make bench shows why).
+// The relay runs on one P unless the operator set GOMAXPROCS
+// (docs/performance.md, "One P").
 func TestOneProc(t *testing.T) {
 	defer runtime.GOMAXPROCS(runtime.GOMAXPROCS(0))
 

@@ -26,7 +26,7 @@ import (
 // publishing at all. It returns events per second, and the CPU seconds the
 // walsenders of pg (the postmaster's pid) spent meanwhile: a reader this
 // fast keeps the walsender waking it, which costs the walsender more per
-// event than feeding the relay (README, Performance).
+// event than feeding the relay (docs/performance.md, "How to read it").
 func decodeLimit(pgURL string, pgPid int, slot string, n int) (rate, walsender float64, err error) {
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()

@@ -285,8 +285,7 @@ func freeURL(t *testing.T, scheme string) (string, int) {
 	return fmt.Sprintf("%s://127.0.0.1:%d", scheme, port), port
 }
 
-// The fixed texts of check's lines, as the README's Troubleshooting table
-// quotes them.
+// The fixed texts of check's lines, as docs/troubleshooting.md quotes them.
 const (
 	keepSizeWarn  = "warn  postgres max_slot_wal_keep_size: is -1 (unlimited): while the relay is down or halted its slot keeps all WAL, which can fill the disk and stop Postgres: set max_slot_wal_keep_size to the WAL you can afford to keep (past it Postgres drops the slot's WAL and its events are lost), and alert on outboxrelay_replication_lag_bytes"
 	walLevelText  = "wal_level is replica, logical decoding needs logical: set wal_level = logical in postgresql.conf (or run ALTER SYSTEM SET wal_level = logical) and restart Postgres"

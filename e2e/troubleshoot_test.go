@@ -12,10 +12,10 @@ import (
 	"github.com/outboxrelay/outboxrelay/internal/testenv"
 )
 
-// The NATS and JetStream states of the README's Troubleshooting table, with
+// The NATS and JetStream states of docs/troubleshooting.md, with
 // the check harness of check_test.go; the Postgres ones are there.
 
-// TestTroubleshootUpdateIgnored (README, Troubleshooting): an UPDATE of an
+// TestTroubleshootUpdateIgnored (docs/troubleshooting.md): an UPDATE of an
 // outbox row is not an event. The relay says so once, in its log, and
 // publishes only the insert.
 func TestTroubleshootUpdateIgnored(t *testing.T) {
