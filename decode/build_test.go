@@ -3,11 +3,12 @@ package decode_test
 import (
 	"encoding/binary"
 	"time"
+
+	"github.com/outboxrelay/outboxrelay/internal/pgoutputtest"
 )
 
-// This file builds pgoutput protocol version 1 messages by hand, following
-// the PostgreSQL documentation "Logical Replication Message Formats", so the
-// tests do not depend on the parser they test.
+// This file builds malformed pgoutput messages by hand, so the tests do not
+// depend on the parser they test.
 
 type wire []byte
 
@@ -25,99 +26,60 @@ func (w wire) pgtime(t time.Time) wire {
 
 // Type OIDs used in the tests.
 const (
-	oidBytea   = 17
-	oidName    = 19
-	oidInt8    = 20
-	oidInt4    = 23
-	oidText    = 25
-	oidJSON    = 114
-	oidBpchar  = 1042
-	oidVarchar = 1043
-	oidUUID    = 2950
-	oidJSONB   = 3802
+	oidBytea   = pgoutputtest.OIDBytea
+	oidName    = pgoutputtest.OIDName
+	oidInt8    = pgoutputtest.OIDInt8
+	oidInt4    = pgoutputtest.OIDInt4
+	oidText    = pgoutputtest.OIDText
+	oidJSON    = pgoutputtest.OIDJSON
+	oidBpchar  = pgoutputtest.OIDBpchar
+	oidVarchar = pgoutputtest.OIDVarchar
+	oidUUID    = pgoutputtest.OIDUUID
+	oidJSONB   = pgoutputtest.OIDJSONB
 )
 
+// The well-formed messages come from pgoutputtest, shared with the
+// pipeline's tests; wire above builds the malformed ones.
+type val = pgoutputtest.Val
+
+// col is one column of a relation.
 type col struct {
 	name string
 	oid  uint32
 }
 
 func relationMsg(relid uint32, ns, name string, cols ...col) []byte {
-	w := wire{'R'}.u32(relid).str(ns).str(name).u8('d').u16(uint16(len(cols)))
+	pc := make([]pgoutputtest.Col, len(cols))
 	for i, c := range cols {
-		flags := byte(0)
-		if i == 0 {
-			flags = 1 // part of the key
-		}
-		w = w.u8(flags).str(c.name).u32(c.oid).i32(-1)
+		pc[i] = pgoutputtest.Col{Name: c.name, OID: c.oid}
 	}
-	return w
+	return pgoutputtest.Relation(relid, ns, name, pc...)
 }
 
-func beginMsg(lsn uint64, t time.Time, xid uint32) []byte {
-	return wire{'B'}.lsn(lsn).pgtime(t).u32(xid)
-}
-
-func commitMsg(lsn, end uint64, t time.Time) []byte {
-	return wire{'C'}.u8(0).lsn(lsn).lsn(end).pgtime(t)
-}
-
-// val is one TupleData column: kind 'n', 'u', 't' or 'b'.
-type val struct {
-	kind byte
-	data string
-}
-
-func txt(s string) val { return val{kind: 't', data: s} }
-
-var null = val{kind: 'n'}
+var (
+	beginMsg    = pgoutputtest.Begin
+	commitMsg   = pgoutputtest.Commit
+	txt         = pgoutputtest.Text
+	null        = pgoutputtest.Null
+	insertMsg   = pgoutputtest.Insert
+	updateMsg   = pgoutputtest.Update
+	deleteMsg   = pgoutputtest.Delete
+	truncateMsg = pgoutputtest.Truncate
+	messageMsg  = pgoutputtest.Message
+	originMsg   = pgoutputtest.Origin
+	typeMsg     = pgoutputtest.Type
+)
 
 func (w wire) tuple(vals []val) wire {
 	w = w.u16(uint16(len(vals)))
 	for _, v := range vals {
-		w = w.u8(v.kind)
-		if v.kind == 't' || v.kind == 'b' {
-			w = w.u32(uint32(len(v.data))).raw([]byte(v.data))
+		w = w.u8(v.Kind)
+		if v.Kind == 't' || v.Kind == 'b' {
+			w = w.u32(uint32(len(v.Data))).raw([]byte(v.Data))
 		}
 	}
 	return w
 }
-
-func insertMsg(relid uint32, vals ...val) []byte {
-	return wire{'I'}.u32(relid).u8('N').tuple(vals)
-}
-
-func updateMsg(relid uint32, old byte, oldVals, newVals []val) []byte {
-	w := wire{'U'}.u32(relid)
-	if old != 0 {
-		w = w.u8(old).tuple(oldVals)
-	}
-	return w.u8('N').tuple(newVals)
-}
-
-func deleteMsg(relid uint32, old byte, vals ...val) []byte {
-	return wire{'D'}.u32(relid).u8(old).tuple(vals)
-}
-
-func truncateMsg(relids ...uint32) []byte {
-	w := wire{'T'}.u32(uint32(len(relids))).u8(0)
-	for _, id := range relids {
-		w = w.u32(id)
-	}
-	return w
-}
-
-func messageMsg(transactional bool, lsn uint64, prefix string, content []byte) []byte {
-	flags := byte(0)
-	if transactional {
-		flags = 1
-	}
-	return wire{'M'}.u8(flags).lsn(lsn).str(prefix).u32(uint32(len(content))).raw(content)
-}
-
-func originMsg(lsn uint64, name string) []byte { return wire{'O'}.lsn(lsn).str(name) }
-
-func typeMsg(oid uint32, ns, name string) []byte { return wire{'Y'}.u32(oid).str(ns).str(name) }
 
 // The Debezium outbox table, as most users will have it.
 const outboxRelid = 16384

@@ -32,7 +32,7 @@ func TestProtocolErrors(t *testing.T) {
 		{"empty message", [][]byte{{}}, "empty", true},
 		{"unknown type", [][]byte{{'S', 0, 0, 0, 1}}, "unknown message type 'S'", true},
 		{"trailing bytes", [][]byte{append(beginMsg(1, time.Unix(0, 0), 1), 0)}, "1 unexpected trailing bytes", true},
-		{"bad tuple kind", [][]byte{rel, begin, insertMsg(outboxRelid, val{kind: 'x'})}, "truncated or has a bad length", true},
+		{"bad tuple kind", [][]byte{rel, begin, insertMsg(outboxRelid, val{Kind: 'x'})}, "truncated or has a bad length", true},
 		{"insert without N", [][]byte{rel, begin, wire{'I'}.u32(outboxRelid).u8('K').tuple(nil)}, "bad length", true},
 		{"delete with N", [][]byte{rel, begin, deleteMsg(outboxRelid, 'N', txt("e1"))}, "bad length", true},
 		{"negative length", [][]byte{rel, begin, wire{'I'}.u32(outboxRelid).u8('N').u16(1).u8('t').i32(-1)}, "bad length", true},
@@ -71,7 +71,7 @@ func allMessages() (prelude [][]byte, msgs [][]byte) {
 	msgs = [][]byte{
 		debeziumRelation(),
 		debeziumRow("e1", "order", "1", "created", `{"a":[1,2]}`),
-		insertMsg(outboxRelid, null, val{kind: 'u'}, val{kind: 'b', data: "\x01"}, txt(""), null),
+		insertMsg(outboxRelid, null, val{Kind: 'u'}, val{Kind: 'b', Data: "\x01"}, txt(""), null),
 		updateMsg(outboxRelid, 'O', row, row),
 		deleteMsg(outboxRelid, 'K', row...),
 		truncateMsg(outboxRelid, outboxRelid),

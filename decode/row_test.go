@@ -34,8 +34,8 @@ func TestPayloadTypes(t *testing.T) {
 		{"bytea short escape", oidBytea, txt(`\12`), []byte(`\12`), "bad escape"},
 		{"int4", oidInt4, txt("42"), []byte("42"),
 			`payload (column "payload") has type OID 23; supported payload types are json, jsonb, text, varchar, char, name and bytea`},
-		{"unchanged toast", oidJSONB, val{kind: 'u'}, nil, `payload (column "payload") is an unchanged TOAST value`},
-		{"binary", oidJSONB, val{kind: 'b', data: "\x01{}"}, nil, `payload (column "payload") arrived in binary format`},
+		{"unchanged toast", oidJSONB, val{Kind: 'u'}, nil, `payload (column "payload") is an unchanged TOAST value`},
+		{"binary", oidJSONB, val{Kind: 'b', Data: "\x01{}"}, nil, `payload (column "payload") arrived in binary format`},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			cols := append([]col(nil), debeziumCols...)
@@ -72,8 +72,8 @@ func TestRequiredFields(t *testing.T) {
 		}{
 			{null, field + " is NULL"},
 			{txt(""), field + " is empty"},
-			{val{kind: 'u'}, field + " is an unchanged TOAST value, which an insert cannot carry"},
-			{val{kind: 'b', data: "\x00\x01"}, field + " arrived in binary format; the relay reads text format only"},
+			{val{Kind: 'u'}, field + " is an unchanged TOAST value, which an insert cannot carry"},
+			{val{Kind: 'b', Data: "\x00\x01"}, field + " arrived in binary format; the relay reads text format only"},
 		} {
 			vals := []val{txt("e1"), txt("order"), txt("1"), txt("created"), txt("{}")}
 			vals[i] = tc.v
@@ -89,7 +89,7 @@ func TestRequiredFields(t *testing.T) {
 	}
 
 	// Every problem is reported, not just the first.
-	ev := decodeRow(t, table, rel, insertMsg(outboxRelid, txt("e1"), null, txt(""), txt("t"), val{kind: 'u'}))
+	ev := decodeRow(t, table, rel, insertMsg(outboxRelid, txt("e1"), null, txt(""), txt("t"), val{Kind: 'u'}))
 	want := `aggregate_type (column "aggregatetype") is NULL; aggregate_id (column "agg_id") is empty; ` +
 		`payload (column "payload") is an unchanged TOAST value, which an insert cannot carry`
 	if ev.Invalid != want {
@@ -112,7 +112,7 @@ func TestAnyTypeForRequiredFields(t *testing.T) {
 func TestHeaderNotText(t *testing.T) {
 	table := decode.Table{Name: "outbox", Headers: []decode.HeaderColumn{{Column: "trace", Header: "Trace"}}}
 	rel := relationMsg(outboxRelid, "public", "outbox", append(debeziumCols, col{"trace", oidText})...)
-	ins := insertMsg(outboxRelid, txt("e1"), txt("a"), txt("b"), txt("c"), txt("{}"), val{kind: 'b', data: "x"})
+	ins := insertMsg(outboxRelid, txt("e1"), txt("a"), txt("b"), txt("c"), txt("{}"), val{Kind: 'b', Data: "x"})
 	ev := decodeRow(t, table, rel, ins)
 	want := `header Trace (column "trace") arrived in binary format; the relay reads text format only`
 	if ev.Invalid != want || len(ev.Headers) != 0 {
