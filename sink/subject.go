@@ -23,7 +23,7 @@ func ParseSubject(tmpl string) (*Subject, error) {
 
 // Render appends the subject of ev to buf; see subject.Template.Render.
 func (s *Subject) Render(buf []byte, ev *decode.Event) []byte {
-	return s.Template.Render(buf, subject.Fields{AggregateType: ev.AggregateType, AggregateID: ev.AggregateID, Type: ev.Type})
+	return s.Template.Render(buf, &subject.Fields{AggregateType: ev.AggregateType, AggregateID: ev.AggregateID, Type: ev.Type})
 }
 
 // Escape returns v escaped as one subject token.

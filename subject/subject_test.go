@@ -35,11 +35,11 @@ func TestParse(t *testing.T) {
 			if s.UsesPartition() {
 				t.Errorf("UsesPartition() = true for %q", tt.tmpl)
 			}
-			if got := string(s.Render(nil, f)); got != tt.rendered {
+			if got := string(s.Render(nil, &f)); got != tt.rendered {
 				t.Errorf("Render = %q, want %q", got, tt.rendered)
 			}
 			// Render appends: what is in buf stays.
-			if got, want := string(s.Render([]byte("keep|"), f)), "keep|"+tt.rendered; got != want {
+			if got, want := string(s.Render([]byte("keep|"), &f)), "keep|"+tt.rendered; got != want {
 				t.Errorf("Render(\"keep|\", f) = %q, want %q", got, want)
 			}
 		})
@@ -137,7 +137,7 @@ func TestPartition(t *testing.T) {
 	}
 	s.Partitions = 8
 	want := fmt.Sprintf("outbox.%d.order.a%%2Eb", subject.Partition("a.b", 8))
-	if got := string(s.Render(nil, subject.Fields{AggregateType: "order", AggregateID: "a.b"})); got != want {
+	if got := string(s.Render(nil, &subject.Fields{AggregateType: "order", AggregateID: "a.b"})); got != want {
 		t.Errorf("Render = %q, want %q", got, want)
 	}
 }
@@ -171,7 +171,7 @@ func FuzzParse(f *testing.F) {
 			t.Errorf("Parse(%q).UsesPartition() = %v", tmpl, s.UsesPartition())
 		}
 		s.Partitions = 4
-		got := string(s.Render(nil, subject.Fields{AggregateType: aggType, AggregateID: aggID, Type: typ}))
+		got := string(s.Render(nil, &subject.Fields{AggregateType: aggType, AggregateID: aggID, Type: typ}))
 		if !strings.HasPrefix(got, s.Prefix+".") {
 			t.Fatalf("template %q renders %q, outside the stream's %s.>", tmpl, got, s.Prefix)
 		}
@@ -202,7 +202,7 @@ func BenchmarkRender(b *testing.B) {
 			buf := make([]byte, 0, 256)
 			b.ReportAllocs()
 			for b.Loop() {
-				buf = s.Render(buf[:0], bc.f)
+				buf = s.Render(buf[:0], &bc.f)
 			}
 		})
 	}
