@@ -40,8 +40,8 @@ bench: build bin/nats-server ## throughput figures (never a pass/fail on timing)
 fuzz: ## each fuzz target for FUZZTIME (default 5m)
 	$(GO) test -run '^$$' -fuzz FuzzDecode -fuzztime $${FUZZTIME:-5m} ./decode/
 	$(GO) test -run '^$$' -fuzz FuzzParseConfig -fuzztime $${FUZZTIME:-5m} ./config/
-	$(GO) test -run '^$$' -fuzz FuzzEscape -fuzztime $${FUZZTIME:-5m} ./sink/
-	$(GO) test -run '^$$' -fuzz FuzzConfigTemplatesCompile -fuzztime $${FUZZTIME:-5m} ./sink/
+	$(GO) test -run '^$$' -fuzz FuzzEscape -fuzztime $${FUZZTIME:-5m} ./subject/
+	$(GO) test -run '^$$' -fuzz FuzzParse -fuzztime $${FUZZTIME:-5m} ./subject/
 
 clean:
 	rm -rf bin .demo

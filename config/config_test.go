@@ -8,7 +8,7 @@ import (
 	"testing"
 
 	"github.com/outboxrelay/outboxrelay/config"
-	"github.com/outboxrelay/outboxrelay/sink"
+	"github.com/outboxrelay/outboxrelay/subject"
 )
 
 // env returns a lookup over vars, standing in for os.LookupEnv.
@@ -179,8 +179,8 @@ log: {level: debug, format: json}
 	if got, want := c.NATS.URLs(), []string{"nats://n1:4222", "tls://n2:4222", "n3:4222"}; !reflect.DeepEqual(got, want) {
 		t.Errorf("URLs() = %q, want %q", got, want)
 	}
-	if subj, err := sink.ParseSubject(c.NATS.Subject); err != nil || subj.Prefix != "app.events" {
-		t.Errorf("the sink compiles accepted subject %q to %v, %v; want prefix app.events", c.NATS.Subject, subj, err)
+	if subj, err := subject.Parse(c.NATS.Subject); err != nil || subj.Prefix != "app.events" {
+		t.Errorf("accepted subject %q parses to %v, %v; want prefix app.events", c.NATS.Subject, subj, err)
 	}
 	if c.NATS.TLS != (config.TLS{CA: "/ca.pem", Cert: "/c.pem", Key: "/k.pem"}) {
 		t.Errorf("TLS = %+v", c.NATS.TLS)
@@ -212,12 +212,12 @@ func TestTableNameAndPrefix(t *testing.T) {
 		{"a.b.c.{aggregate_id}", "a.b.c"},
 		{"a.x-{aggregate_id}.y", "a"},
 	} {
-		// Config validates the template; the sink compiles it. They must agree.
+		// Config accepts the template, and its prefix is what the stream captures.
 		if _, err := parse(t, "postgres: {url: postgres://u@h/db}\nnats: {subject: '"+tc.subject+"'}\n", nil); err != nil {
 			t.Errorf("config rejects %q: %v", tc.subject, err)
 		}
-		if subj, err := sink.ParseSubject(tc.subject); err != nil || subj.Prefix != tc.prefix {
-			t.Errorf("sink.ParseSubject(%q) = %v, %v; want prefix %q", tc.subject, subj, err, tc.prefix)
+		if subj, err := subject.Parse(tc.subject); err != nil || subj.Prefix != tc.prefix {
+			t.Errorf("subject.Parse(%q) = %v, %v; want prefix %q", tc.subject, subj, err, tc.prefix)
 		}
 	}
 }

@@ -7,7 +7,7 @@ import (
 	"testing"
 
 	"github.com/outboxrelay/outboxrelay/config"
-	"github.com/outboxrelay/outboxrelay/sink"
+	"github.com/outboxrelay/outboxrelay/subject"
 )
 
 // FuzzParseConfig checks that no input makes ParseConfig panic, that every
@@ -41,11 +41,11 @@ func FuzzParseConfig(f *testing.F) {
 		if err := c.Validate(); err != nil {
 			t.Fatalf("ParseConfig accepted a config that Validate rejects: %v", err)
 		}
-		// What config accepts, the sink must compile, with a literal prefix
-		// for the stream.
+		// What config accepts must parse with a literal prefix for the
+		// stream.
 		for _, tmpl := range subjects(c) {
-			if subj, err := sink.ParseSubject(tmpl); err != nil || subj.Prefix == "" {
-				t.Fatalf("config accepted subject %q, the sink compiles it to %v, %v", tmpl, subj, err)
+			if subj, err := subject.Parse(tmpl); err != nil || subj.Prefix == "" {
+				t.Fatalf("config accepted subject %q, which parses to %v, %v", tmpl, subj, err)
 			}
 		}
 		if len(c.NATS.URLs()) == 0 {

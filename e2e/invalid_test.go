@@ -11,7 +11,7 @@ import (
 
 	"github.com/jackc/pglogrepl"
 	"github.com/outboxrelay/outboxrelay/internal/testenv"
-	"github.com/outboxrelay/outboxrelay/sink"
+	"github.com/outboxrelay/outboxrelay/subject"
 )
 
 // insertRow commits one outbox row and returns its id. Values may be nil
@@ -55,14 +55,14 @@ func TestAwkwardAggregateIDs(t *testing.T) {
 	msgs := readStream(t, js)
 	for i, m := range msgs {
 		id := ids[i]
-		if want := "outbox.order." + sink.Escape(id); m.Subject != want {
+		if want := "outbox.order." + subject.Escape(id); m.Subject != want {
 			t.Errorf("id %q: subject %q, want %q", id, m.Subject, want)
 		}
 		tok := strings.TrimPrefix(m.Subject, "outbox.order.")
 		if strings.ContainsAny(tok, ".*> \t") {
 			t.Errorf("id %q: token %q is not a single literal subject token", id, tok)
 		}
-		if back, err := sink.Unescape(tok); err != nil || back != id {
+		if back, err := subject.Unescape(tok); err != nil || back != id {
 			t.Errorf("id %q: Unescape(%q) = %q, %v", id, tok, back, err)
 		}
 		if got := m.Header.Get("Outbox-Aggregate-Id"); got != id {

@@ -16,6 +16,7 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 	"github.com/outboxrelay/outboxrelay/internal/testenv"
 	"github.com/outboxrelay/outboxrelay/sink"
+	"github.com/outboxrelay/outboxrelay/subject"
 )
 
 // workload describes concurrent writers inserting outbox events.
@@ -402,7 +403,7 @@ func verify(t *testing.T, msgs []received, w *written) {
 		if prefix == "" {
 			prefix = "outbox"
 		}
-		if want := prefix + "." + sink.Escape(ev.AggType) + "." + sink.Escape(ev.AggID); m.Subject != want {
+		if want := prefix + "." + subject.Escape(ev.AggType) + "." + subject.Escape(ev.AggID); m.Subject != want {
 			t.Fatalf("message %d: subject %q, want %q", m.Seq, m.Subject, want)
 		}
 		for k, want := range map[string]string{

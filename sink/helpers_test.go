@@ -70,7 +70,7 @@ func (a *acker) check(t *testing.T, evs []*decode.Event) {
 }
 
 // aggregate is an aggregate type and id, and how the default template
-// renders them: escaped by hand, not by sink.Escape.
+// renders them: escaped by hand, not by subject.Escape.
 type aggregate struct {
 	typ, id string
 	subject string

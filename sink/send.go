@@ -204,7 +204,7 @@ func appendHex(b []byte, v uint32) []byte {
 	for shift := 28; shift >= 0; shift -= 4 {
 		d := (v >> shift) & 0xf
 		if d != 0 || started || shift == 0 {
-			b = append(b, hexDigits[d])
+			b = append(b, "0123456789ABCDEF"[d])
 			started = true
 		}
 	}
