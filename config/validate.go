@@ -12,6 +12,7 @@ import (
 	"unicode"
 
 	"github.com/jackc/pgx/v5/pgconn"
+	"github.com/outboxrelay/outboxrelay/subject"
 )
 
 type validator struct{ errs []*Error }
@@ -311,7 +312,7 @@ func checkLiteralSubject(s string) string {
 		if tok == "" {
 			return fmt.Sprintf("token %d is empty; a subject is non-empty tokens separated by single '.'", i+1)
 		}
-		if r, bad := badSubjectRune(tok); bad {
+		if r, bad := subject.BadRune(tok); bad {
 			return fmt.Sprintf("contains %q; it must be a literal subject without whitespace or wildcards ('*', '>')", r)
 		}
 		if strings.ContainsAny(tok, "{}") {
@@ -319,17 +320,6 @@ func checkLiteralSubject(s string) string {
 		}
 	}
 	return ""
-}
-
-// badSubjectRune returns the first rune of a subject token that NATS does
-// not allow in a literal token.
-func badSubjectRune(tok string) (rune, bool) {
-	for _, r := range tok {
-		if unicode.IsSpace(r) || unicode.IsControl(r) || r == '*' || r == '>' || r == '.' {
-			return r, true
-		}
-	}
-	return 0, false
 }
 
 func (v *validator) http(h HTTP) {

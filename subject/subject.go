@@ -114,7 +114,7 @@ func Parse(tmpl string) (*Template, error) {
 				return nil, &UnknownPlaceholderError{Name: name}
 			}
 		}
-		if r, bad := badRune(lit + suffix); bad {
+		if r, bad := BadRune(lit + suffix); bad {
 			return nil, fmt.Errorf("token %d (%q) contains %q; subject tokens cannot contain whitespace, '*' or '>'", n, raw, r)
 		}
 		if name == "" && len(prefix) == i {
@@ -154,9 +154,9 @@ func (t *Template) appendLit(lit string) {
 	}
 }
 
-// badRune returns the first rune of a literal subject token that NATS does
+// BadRune returns the first rune of a literal subject token that NATS does
 // not allow in it.
-func badRune(tok string) (rune, bool) {
+func BadRune(tok string) (rune, bool) {
 	for _, r := range tok {
 		if unicode.IsSpace(r) || unicode.IsControl(r) || r == '*' || r == '>' || r == '.' {
 			return r, true
