@@ -1,28 +1,12 @@
 package decode_test
 
 import (
-	"encoding/binary"
-	"time"
-
 	"github.com/outboxrelay/outboxrelay/internal/pgoutputtest"
 )
 
-// This file builds malformed pgoutput messages by hand, so the tests do not
-// depend on the parser they test.
-
-type wire []byte
-
-func (w wire) u8(v byte) wire    { return append(w, v) }
-func (w wire) u16(v uint16) wire { return binary.BigEndian.AppendUint16(w, v) }
-func (w wire) u32(v uint32) wire { return binary.BigEndian.AppendUint32(w, v) }
-func (w wire) u64(v uint64) wire { return binary.BigEndian.AppendUint64(w, v) }
-func (w wire) str(s string) wire { return append(append(w, s...), 0) }
-func (w wire) raw(b []byte) wire { return append(w, b...) }
-func (w wire) i32(v int32) wire  { return w.u32(uint32(v)) }
-func (w wire) lsn(v uint64) wire { return w.u64(v) }
-func (w wire) pgtime(t time.Time) wire {
-	return w.u64(uint64(t.Sub(time.Date(2000, 1, 1, 0, 0, 0, 0, time.UTC)).Microseconds()))
-}
+// The tests' pgoutput messages are built by hand with pgoutputtest, so they
+// do not depend on the parser they test; wire builds the malformed ones.
+type wire = pgoutputtest.Wire
 
 // Type OIDs used in the tests.
 const (
@@ -38,8 +22,6 @@ const (
 	oidJSONB   = pgoutputtest.OIDJSONB
 )
 
-// The well-formed messages come from pgoutputtest, shared with the
-// pipeline's tests; wire above builds the malformed ones.
 type val = pgoutputtest.Val
 
 // col is one column of a relation.
@@ -69,17 +51,6 @@ var (
 	originMsg   = pgoutputtest.Origin
 	typeMsg     = pgoutputtest.Type
 )
-
-func (w wire) tuple(vals []val) wire {
-	w = w.u16(uint16(len(vals)))
-	for _, v := range vals {
-		w = w.u8(v.Kind)
-		if v.Kind == 't' || v.Kind == 'b' {
-			w = w.u32(uint32(len(v.Data))).raw([]byte(v.Data))
-		}
-	}
-	return w
-}
 
 // The Debezium outbox table, as most users will have it.
 const outboxRelid = 16384

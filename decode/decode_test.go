@@ -108,7 +108,7 @@ func TestPgEpoch(t *testing.T) {
 		{8766 * 86400 * 1e6, time.Date(2024, 1, 1, 0, 0, 0, 0, time.UTC)},
 	} {
 		d := decode.NewDecoder()
-		res, err := d.Decode(wire{'B'}.lsn(1).u64(tc.micros).u32(1))
+		res, err := d.Decode(wire{'B'}.U64(1).U64(tc.micros).U32(1))
 		if err != nil {
 			t.Fatal(err)
 		}

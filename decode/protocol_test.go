@@ -33,10 +33,10 @@ func TestProtocolErrors(t *testing.T) {
 		{"unknown type", [][]byte{{'S', 0, 0, 0, 1}}, "unknown message type 'S'", true},
 		{"trailing bytes", [][]byte{append(beginMsg(1, time.Unix(0, 0), 1), 0)}, "1 unexpected trailing bytes", true},
 		{"bad tuple kind", [][]byte{rel, begin, insertMsg(outboxRelid, val{Kind: 'x'})}, "truncated or has a bad length", true},
-		{"insert without N", [][]byte{rel, begin, wire{'I'}.u32(outboxRelid).u8('K').tuple(nil)}, "bad length", true},
+		{"insert without N", [][]byte{rel, begin, wire{'I'}.U32(outboxRelid).U8('K').Tuple(nil)}, "bad length", true},
 		{"delete with N", [][]byte{rel, begin, deleteMsg(outboxRelid, 'N', txt("e1"))}, "bad length", true},
-		{"negative length", [][]byte{rel, begin, wire{'I'}.u32(outboxRelid).u8('N').u16(1).u8('t').i32(-1)}, "bad length", true},
-		{"truncate count", [][]byte{rel, begin, wire{'T'}.i32(1 << 30).u8(0).u32(outboxRelid)}, "bad length", true},
+		{"negative length", [][]byte{rel, begin, wire{'I'}.U32(outboxRelid).U8('N').U16(1).U8('t').I32(-1)}, "bad length", true},
+		{"truncate count", [][]byte{rel, begin, wire{'T'}.I32(1 << 30).U8(0).U32(outboxRelid)}, "bad length", true},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			d := decode.NewDecoder(debezium)

@@ -23,15 +23,21 @@ const (
 	OIDJSONB   = 3802
 )
 
-type wire []byte
+// Wire appends the protocol's fields, big-endian; tests build malformed
+// messages with it.
+type Wire []byte
 
-func (w wire) u8(v byte) wire    { return append(w, v) }
-func (w wire) u16(v uint16) wire { return binary.BigEndian.AppendUint16(w, v) }
-func (w wire) u32(v uint32) wire { return binary.BigEndian.AppendUint32(w, v) }
-func (w wire) u64(v uint64) wire { return binary.BigEndian.AppendUint64(w, v) }
-func (w wire) str(s string) wire { return append(append(w, s...), 0) }
-func (w wire) pgtime(t time.Time) wire {
-	return w.u64(uint64(t.Sub(time.Date(2000, 1, 1, 0, 0, 0, 0, time.UTC)).Microseconds()))
+func (w Wire) U8(v byte) Wire    { return append(w, v) }
+func (w Wire) U16(v uint16) Wire { return binary.BigEndian.AppendUint16(w, v) }
+func (w Wire) U32(v uint32) Wire { return binary.BigEndian.AppendUint32(w, v) }
+func (w Wire) U64(v uint64) Wire { return binary.BigEndian.AppendUint64(w, v) }
+func (w Wire) I32(v int32) Wire  { return w.U32(uint32(v)) }
+
+// Str is a NUL-terminated string.
+func (w Wire) Str(s string) Wire { return append(append(w, s...), 0) }
+
+func (w Wire) pgtime(t time.Time) Wire {
+	return w.U64(uint64(t.Sub(time.Date(2000, 1, 1, 0, 0, 0, 0, time.UTC)).Microseconds()))
 }
 
 // Col is one column of a Relation message.
@@ -42,25 +48,25 @@ type Col struct {
 
 // Relation describes table relid; its first column is the key.
 func Relation(relid uint32, ns, name string, cols ...Col) []byte {
-	w := wire{'R'}.u32(relid).str(ns).str(name).u8('d').u16(uint16(len(cols)))
+	w := Wire{'R'}.U32(relid).Str(ns).Str(name).U8('d').U16(uint16(len(cols)))
 	for i, c := range cols {
 		flags := byte(0)
 		if i == 0 {
 			flags = 1 // part of the key
 		}
-		w = w.u8(flags).str(c.Name).u32(c.OID).u32(^uint32(0)) // atttypmod -1
+		w = w.U8(flags).Str(c.Name).U32(c.OID).U32(^uint32(0)) // atttypmod -1
 	}
 	return w
 }
 
 // Begin opens the transaction that commits at lsn.
 func Begin(lsn uint64, t time.Time, xid uint32) []byte {
-	return wire{'B'}.u64(lsn).pgtime(t).u32(xid)
+	return Wire{'B'}.U64(lsn).pgtime(t).U32(xid)
 }
 
 // Commit closes the transaction that commits at lsn and ends at end.
 func Commit(lsn, end uint64, t time.Time) []byte {
-	return wire{'C'}.u8(0).u64(lsn).u64(end).pgtime(t)
+	return Wire{'C'}.U8(0).U64(lsn).U64(end).pgtime(t)
 }
 
 // Val is one TupleData column: Kind 'n' (null), 'u' (unchanged TOAST),
@@ -76,12 +82,13 @@ func Text(s string) Val { return Val{Kind: 't', Data: s} }
 // Null is a NULL column.
 var Null = Val{Kind: 'n'}
 
-func (w wire) tuple(vals []Val) wire {
-	w = w.u16(uint16(len(vals)))
+// Tuple is TupleData: a column count, then each column.
+func (w Wire) Tuple(vals []Val) Wire {
+	w = w.U16(uint16(len(vals)))
 	for _, v := range vals {
-		w = w.u8(v.Kind)
+		w = w.U8(v.Kind)
 		if v.Kind == 't' || v.Kind == 'b' {
-			w = append(w.u32(uint32(len(v.Data))), v.Data...)
+			w = append(w.U32(uint32(len(v.Data))), v.Data...)
 		}
 	}
 	return w
@@ -89,28 +96,28 @@ func (w wire) tuple(vals []Val) wire {
 
 // Insert is a new row of relid.
 func Insert(relid uint32, vals ...Val) []byte {
-	return wire{'I'}.u32(relid).u8('N').tuple(vals)
+	return Wire{'I'}.U32(relid).U8('N').Tuple(vals)
 }
 
 // Update changes a row of relid; old is 0 (no old tuple), 'K' or 'O'.
 func Update(relid uint32, old byte, oldVals, newVals []Val) []byte {
-	w := wire{'U'}.u32(relid)
+	w := Wire{'U'}.U32(relid)
 	if old != 0 {
-		w = w.u8(old).tuple(oldVals)
+		w = w.U8(old).Tuple(oldVals)
 	}
-	return w.u8('N').tuple(newVals)
+	return w.U8('N').Tuple(newVals)
 }
 
 // Delete removes a row of relid; old is 'K' or 'O'.
 func Delete(relid uint32, old byte, vals ...Val) []byte {
-	return wire{'D'}.u32(relid).u8(old).tuple(vals)
+	return Wire{'D'}.U32(relid).U8(old).Tuple(vals)
 }
 
 // Truncate empties the relations.
 func Truncate(relids ...uint32) []byte {
-	w := wire{'T'}.u32(uint32(len(relids))).u8(0)
+	w := Wire{'T'}.U32(uint32(len(relids))).U8(0)
 	for _, id := range relids {
-		w = w.u32(id)
+		w = w.U32(id)
 	}
 	return w
 }
@@ -121,11 +128,11 @@ func Message(transactional bool, lsn uint64, prefix string, content []byte) []by
 	if transactional {
 		flags = 1
 	}
-	return append(wire{'M'}.u8(flags).u64(lsn).str(prefix).u32(uint32(len(content))), content...)
+	return append(Wire{'M'}.U8(flags).U64(lsn).Str(prefix).U32(uint32(len(content))), content...)
 }
 
 // Origin names the origin of the transaction's changes.
-func Origin(lsn uint64, name string) []byte { return wire{'O'}.u64(lsn).str(name) }
+func Origin(lsn uint64, name string) []byte { return Wire{'O'}.U64(lsn).Str(name) }
 
 // Type describes a data type.
-func Type(oid uint32, ns, name string) []byte { return wire{'Y'}.u32(oid).str(ns).str(name) }
+func Type(oid uint32, ns, name string) []byte { return Wire{'Y'}.U32(oid).Str(ns).Str(name) }
