@@ -10,7 +10,6 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
-	"math/rand/v2"
 	"net"
 	"strings"
 	"sync/atomic"
@@ -19,6 +18,7 @@ import (
 	"github.com/jackc/pglogrepl"
 	"github.com/jackc/pgx/v5/pgconn"
 	"github.com/jackc/pgx/v5/pgproto3"
+	"github.com/outboxrelay/outboxrelay/internal/backoff"
 )
 
 // Config holds the capture settings. Zero values take the documented defaults.
@@ -128,7 +128,7 @@ func (c *Capture) Stats() Stats {
 // error. When ctx ends it confirms the current watermark once more and
 // returns nil. It returns an error only for a problem retrying cannot fix.
 func (c *Capture) Run(ctx context.Context) error {
-	backoff := time.Duration(0)
+	retry := backoff.Backoff{Min: 250 * time.Millisecond, Max: c.cfg.MaxBackoff}
 	for {
 		started, err := c.session(ctx)
 		c.streaming.Store(false)
@@ -142,26 +142,21 @@ func (c *Capture) Run(ctx context.Context) error {
 			return err
 		}
 		if started {
-			backoff = 0
+			retry.Reset()
 		}
-		backoff = min(max(2*backoff, 250*time.Millisecond), c.cfg.MaxBackoff)
+		wait := retry.Next()
 		if isSlotActive(err) {
 			// A standby polls briskly so that it takes over within seconds.
-			backoff = min(backoff, 2*time.Second)
+			wait = retry.Cap(2 * time.Second)
 		}
-		wait := backoff/2 + rand.N(backoff/2+1)
 		c.reconnects.Add(1)
 		if isSlotActive(err) {
 			c.log.Info("slot is held by another process; waiting as a standby", "err", err, "retry_in", wait)
 		} else {
 			c.log.Warn("replication connection lost; reconnecting", "err", err, "retry_in", wait)
 		}
-		t := time.NewTimer(wait)
-		select {
-		case <-ctx.Done():
-			t.Stop()
+		if !backoff.Sleep(ctx, wait) {
 			return nil
-		case <-t.C:
 		}
 	}
 }

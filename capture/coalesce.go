@@ -14,13 +14,11 @@ import (
 // The walsender sends each pgoutput message on its own as it decodes it, so
 // a stream of small transactions arrives a message at a time. Read as it
 // came, each event woke the relay, and through the relay nats-server, on
-// its own: at 5k single-event transactions per second on a 2-core VM that
-// cost each of them 70–90 µs of CPU per event, most of it switching tasks,
-// and the machine ran out of CPU in bursts (p99 commit→stored 0.3–0.7 s).
-// Waiting lets the socket gather what arrives meanwhile; the relay then
-// reads, publishes and confirms it as one batch (p99 4 ms, and about 40%
-// less CPU per event in the relay and nats-server; see README,
-// Performance). The wait comes only after a read that emptied the socket,
+// its own: switching tasks cost more CPU than the work, and a busy machine
+// ran out of CPU in bursts that showed as latency spikes. Waiting lets the
+// socket gather what arrives meanwhile; the relay then reads, publishes and
+// confirms it as one batch (docs/performance.md, "Reads gathered for up to
+// 1 ms"). The wait comes only after a read that emptied the socket,
 // so a backlog is read back to back, and an event that arrives after a
 // quiet spell of readCoalesce or more is read at once. An event that
 // follows another closely waits at most readCoalesce.

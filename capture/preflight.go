@@ -8,6 +8,7 @@ import (
 	"time"
 
 	"github.com/jackc/pgx/v5/pgconn"
+	"github.com/outboxrelay/outboxrelay/decode"
 	"github.com/outboxrelay/outboxrelay/internal/report"
 )
 
@@ -230,18 +231,6 @@ func (p *preflight) checkTable(ctx context.Context, t OutboxTable) tableInfo {
 	return info
 }
 
-// Type OIDs the decoder treats specially (decode/relation.go): the payload
-// column must have one of these, exactly; pgoutput sends a domain's own OID.
-var payloadTypes = map[int]bool{
-	17:   true, // bytea
-	19:   true, // name
-	25:   true, // text
-	114:  true, // json
-	1042: true, // bpchar
-	1043: true, // varchar
-	3802: true, // jsonb
-}
-
 // textLike are the types whose text form makes a natural id, type or
 // aggregate: text types, uuid and integers. The decoder takes any type's
 // text form; other types get a warning.
@@ -286,11 +275,10 @@ func (p *preflight) checkColumns(item string, t OutboxTable, cols [][]string) bo
 	}
 	pc := col{"payload", t.Payload}
 	if !missing(pc, "outbox.columns.payload") {
-		oid, _ := strconv.Atoi(byName[t.Payload][1])
-		if !payloadTypes[oid] {
-			p.add(report.Fail, item, "payload (column %q) has type OID %d; supported payload types are "+
-				"json, jsonb, text, varchar, char, name and bytea (not domains over them): the column is %s; change it with ALTER TABLE %s ALTER COLUMN %s TYPE jsonb USING ..., or map outbox.columns.payload to another column",
-				t.Payload, oid, byName[t.Payload][2], qualified(t.Table), ident(t.Payload))
+		oid, _ := strconv.ParseUint(byName[t.Payload][1], 10, 32)
+		if problem := decode.PayloadTypeProblem(t.Payload, uint32(oid)); problem != "" {
+			p.add(report.Fail, item, "%s: the column is %s; change it with ALTER TABLE %s ALTER COLUMN %s TYPE jsonb USING ..., or map outbox.columns.payload to another column",
+				problem, byName[t.Payload][2], qualified(t.Table), ident(t.Payload))
 		}
 	}
 	for _, h := range t.Headers {

@@ -36,6 +36,20 @@ const (
 	oidJSONB   = 3802
 )
 
+// PayloadTypeProblem says why a payload column of type oid cannot carry
+// events, or "" when it can. The rule is the decoder's, and check reports
+// it from the catalog with the same words.
+func PayloadTypeProblem(column string, oid uint32) string {
+	switch oid {
+	case oidJSON, oidJSONB, oidText, oidVarchar, oidBpchar, oidName, oidBytea:
+		return ""
+	}
+	// A domain over a supported type has its own OID, which pgoutput sends
+	// instead of the base type's: say so, it is the likely case.
+	return fmt.Sprintf("payload (column %q) has type OID %d; supported payload types are "+
+		"json, jsonb, text, varchar, char, name and bytea (not domains over them)", column, oid)
+}
+
 // relation is what the decoder remembers from a Relation message.
 type relation struct {
 	table  string   // "schema.name", for results and errors
@@ -135,16 +149,9 @@ func resolve(t *Table, table string, cols []relColumn) (*mapping, error) {
 	if m.payload.idx, err = find(m.payload.column, "outbox.columns.payload"); err != nil {
 		return nil, err
 	}
-	switch oid := cols[m.payload.idx].typeOID; oid {
-	case oidJSON, oidJSONB, oidText, oidVarchar, oidBpchar, oidName:
-	case oidBytea:
-		m.bytea = true
-	default:
-		// A domain over a supported type has its own OID, which pgoutput
-		// sends instead of the base type's: say so, it is the likely case.
-		m.unsupported = fmt.Sprintf("payload (column %q) has type OID %d; supported payload types are "+
-			"json, jsonb, text, varchar, char, name and bytea (not domains over them)", m.payload.column, oid)
-	}
+	oid := cols[m.payload.idx].typeOID
+	m.bytea = oid == oidBytea
+	m.unsupported = PayloadTypeProblem(m.payload.column, oid)
 	for _, h := range t.Headers {
 		idx, err := find(h.Column, "outbox.headers."+h.Column)
 		if err != nil {
