@@ -1,8 +1,9 @@
 // Command demo runs outboxrelay end to end on local defaults: a throwaway
-// Postgres and nats-server under ./.demo, the outbox table, the relay with a
-// config derived from config.example.yaml, a few sample order events written
-// in transactions, and a JetStream consumer that prints each event as it
-// arrives. Ctrl-C stops everything and removes ./.demo. Run it with
+// Postgres (its data under the system's temporary directory) and
+// nats-server (under ./.demo), the outbox table, the relay with a config
+// derived from config.example.yaml, a few sample order events written in
+// transactions, and a JetStream consumer that prints each event as it
+// arrives. Ctrl-C stops everything and removes what it made. Run it with
 // `make demo`.
 package main
 
@@ -59,8 +60,20 @@ func run(ctx context.Context) (err error) {
 			err = rmErr
 		}
 	}()
-	step("starting Postgres (wal_level=logical) on 127.0.0.1:%d", pgPort)
-	pg, err := testenv.NewPostgres(filepath.Join(root, "postgres"), testenv.PostgresOptions{Port: pgPort})
+	// Postgres's data goes under the temporary directory, not ./.demo: as
+	// root, Postgres runs as the postgres user, who cannot reach a clone in
+	// a private directory such as /root.
+	pgRoot, err := os.MkdirTemp("", "outboxrelay-demo-")
+	if err != nil {
+		return err
+	}
+	defer func() {
+		if rmErr := os.RemoveAll(pgRoot); rmErr != nil && err == nil {
+			err = rmErr
+		}
+	}()
+	step("starting Postgres (wal_level=logical) on 127.0.0.1:%d, data in %s", pgPort, pgRoot)
+	pg, err := testenv.NewPostgres(pgRoot, testenv.PostgresOptions{Port: pgPort})
 	if err != nil {
 		return err
 	}
