@@ -30,7 +30,7 @@ test: prereqs vet ## go vet + every test under -race on Debian's Postgres, then 
 # The other supported Postgres versions, each fetched once by .ci/pgfetch,
 # and the e2e tests of the core scenario that run on each.
 PG_VERSIONS ?= 14 16 17 18
-PG_CORE_TESTS = ^(TestPostgresVersion|TestDelivery|TestDeliveryMessages|TestAckAfterDurable|TestRestart|TestIdleSlotAdvances|TestRelayKill9)$$
+PG_CORE_TESTS = ^(TestPostgresVersion|TestDelivery|TestDeliveryMessages|TestAckAfterDurable|TestRestart|TestIdleSlotAdvances|TestRelayKill9|TestRelayKill9Messages|TestPostgresRestart)$$
 
 test-pg: bin/nats-server ## the core e2e scenario on each of PG_VERSIONS; every version runs, failures are listed at the end
 	@failed=; for v in $(PG_VERSIONS); do \
