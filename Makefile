@@ -4,7 +4,7 @@ VERSION ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo dev)
 # The same flags as the Dockerfile: a static, reproducible binary.
 LDFLAGS := -s -w -X main.version=$(VERSION)
 
-.PHONY: all build test vet demo bench fuzz soak clean prereqs
+.PHONY: all build test test-pg vet demo bench fuzz soak clean prereqs
 
 all: build
 
@@ -22,8 +22,27 @@ vet:
 	$(GO) vet ./...
 	@test -z "$$(gofmt -l $$(git ls-files '*.go' 2>/dev/null || find . -name '*.go'))" || { echo "gofmt needed:"; gofmt -l .; exit 1; }
 
-test: prereqs vet ## go vet + every test, integration tests included, under -race
+test: prereqs vet ## go vet + every test under -race on Debian's Postgres, then test-pg
 	NATS_SERVER_BIN=$(CURDIR)/bin/nats-server $(GO) test -race -count=1 -timeout 25m ./...
+	@NATS_SERVER_BIN=$(CURDIR)/bin/nats-server $(GO) test -count=1 -v -run '^TestPostgresVersion$$' ./e2e/ | grep 'PostgreSQL'
+	$(MAKE) --no-print-directory test-pg
+
+# The other supported Postgres versions, each fetched once by .ci/pgfetch,
+# and the e2e tests of the core scenario that run on each.
+PG_VERSIONS ?= 14 16 17 18
+PG_CORE_TESTS = ^(TestPostgresVersion|TestDelivery|TestDeliveryMessages|TestAckAfterDurable|TestRestart|TestIdleSlotAdvances|TestRelayKill9|TestRelayKill9Messages|TestPostgresRestart)$$
+
+test-pg: bin/nats-server ## the core e2e scenario on each of PG_VERSIONS; every version runs, failures are listed at the end
+	@failed=; for v in $(PG_VERSIONS); do \
+	  start=$$(date +%s); \
+	  if bindir=$$(.ci/pgfetch $$v); then \
+	    echo "== PostgreSQL $$v: $$bindir"; \
+	    PG_VERSION=$$v PG_BINDIR=$$bindir NATS_SERVER_BIN=$(CURDIR)/bin/nats-server \
+	      $(GO) test -race -count=1 -timeout 20m -v -run '$(PG_CORE_TESTS)' ./e2e/ || failed="$$failed $$v"; \
+	  else failed="$$failed $$v"; fi; \
+	  echo "== PostgreSQL $$v: done in $$(( $$(date +%s) - start ))s"; \
+	done; \
+	test -z "$$failed" || { echo "== failed on PostgreSQL$$failed"; exit 1; }
 
 soak: prereqs ## the fault tests with 5x the events and faults (not in CI)
 	OUTBOXRELAY_SOAK=$${SOAK:-5} NATS_SERVER_BIN=$(CURDIR)/bin/nats-server $(GO) test -race -count=1 -timeout 90m -v \

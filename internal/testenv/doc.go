@@ -24,7 +24,10 @@
 // # Postgres
 //
 // Postgres is found through $PG_BINDIR, `pg_config --bindir`, or the highest
-// /usr/lib/postgresql/*/bin. Because Postgres refuses to run as root, when the
+// /usr/lib/postgresql/*/bin. $PG_VERSION=N asks for major version N instead:
+// $PG_BINDIR, /usr/lib/postgresql/N/bin or where `.ci/pgfetch N` unpacks it,
+// and NewPostgres fails, saying how to fetch it, when none holds version N.
+// Because Postgres refuses to run as root, when the
 // caller is root initdb and postgres run as the OS user "postgres" (see
 // PostgresOptions.RunAs) and the directory is chowned to it; that user must be
 // able to reach the directory, so pass one under os.TempDir().

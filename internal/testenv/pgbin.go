@@ -17,9 +17,14 @@ import (
 // errNoPostgres says how to get the server binaries.
 var errNoPostgres = errors.New("PostgreSQL server binaries not found: install them (apt-get install postgresql) or set PG_BINDIR")
 
-// PostgresBinDir finds the directory holding initdb and postgres: $PG_BINDIR if
-// set, else `pg_config --bindir`, else the highest /usr/lib/postgresql/*/bin.
+// PostgresBinDir finds the directory holding initdb and postgres. With
+// $PG_VERSION set (a major version, such as 16) it is that version's, see
+// versionBinDir. Otherwise it is $PG_BINDIR if set, else `pg_config
+// --bindir`, else the highest /usr/lib/postgresql/*/bin.
 func PostgresBinDir() (string, error) {
+	if v := os.Getenv("PG_VERSION"); v != "" {
+		return versionBinDir(v)
+	}
 	if d := os.Getenv("PG_BINDIR"); d != "" {
 		if !hasServerBinaries(d) {
 			return "", fmt.Errorf("PG_BINDIR=%s has no initdb and postgres: %w", d, errNoPostgres)
