@@ -14,9 +14,11 @@ build: ## the relay binary, bin/outboxrelay
 bin/nats-server: go.mod go.sum ## nats-server, pinned in go.mod as a tool
 	$(GO) build -o $@ github.com/nats-io/nats-server/v2
 
-prereqs: bin/nats-server ## fail early, with the fix, when Postgres is missing
+prereqs: bin/nats-server ## fail early, with the fix, when Postgres or npm is missing
 	@test -x "$${PG_BINDIR:-/nonexistent}/initdb" || ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || \
 	  { echo "PostgreSQL server binaries not found: apt-get install postgresql (or set PG_BINDIR)"; exit 1; }
+	@command -v npm >/dev/null || \
+	  { echo "npm not found; make test-pg fetches Postgres 14, 16, 17 and 18 with it: apt-get install nodejs npm"; exit 1; }
 
 vet:
 	$(GO) vet ./...
