@@ -27,6 +27,8 @@ var badConfigs = []struct {
 	{"column empty", pg + "outbox: {columns: {id: ''}}\n", "config: outbox.columns.id: must not be empty"},
 	{"column null", pg + "outbox: {columns: {aggregate_id: ~}}\n", "config: outbox.columns.aggregate_id: must not be empty"},
 	{"header reserved Nats-", pg + "outbox: {headers: {trace: Nats-Trace}}\n", `config: outbox.headers.trace: header name "Nats-Trace" is reserved`},
+	{"header Status", pg + "outbox: {headers: {st: status}}\n", `config: outbox.headers.st: header name "status" is reserved: NATS uses Status and Description for control messages`},
+	{"header Description", pg + "outbox: {headers: {d: Description}}\n", `config: outbox.headers.d: header name "Description" is reserved: NATS uses Status and Description`},
 	{"header reserved Outbox-", pg + "outbox: {headers: {trace: outbox-trace}}\n", `config: outbox.headers.trace: header name "outbox-trace" is reserved`},
 	{"header with space", pg + "outbox: {headers: {trace: Trace Context}}\n", `config: outbox.headers.trace: header name "Trace Context" is not valid`},
 	{"header with colon", pg + "outbox: {headers: {trace: 'Trace:Context'}}\n", `config: outbox.headers.trace: header name "Trace:Context" is not valid`},

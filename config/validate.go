@@ -12,6 +12,7 @@ import (
 	"unicode"
 
 	"github.com/jackc/pgx/v5/pgconn"
+	"github.com/outboxrelay/outboxrelay/decode"
 	"github.com/outboxrelay/outboxrelay/subject"
 )
 
@@ -179,10 +180,9 @@ func checkHeaderName(h string) string {
 			return fmt.Sprintf("header name %q is not valid: use printable ASCII without ':' or whitespace", h)
 		}
 	}
-	for _, p := range []string{"Nats-", "Outbox-"} {
-		if len(h) >= len(p) && strings.EqualFold(h[:len(p)], p) {
-			return fmt.Sprintf("header name %q is reserved: names starting with %q are set by NATS or the relay", h, p)
-		}
+	// The reserved names are the decoder's rule, the same for messages.
+	if problem := decode.HeaderNameProblem(h); problem != "" {
+		return fmt.Sprintf("header name %q %s", h, problem)
 	}
 	return ""
 }

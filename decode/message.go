@@ -79,7 +79,7 @@ func (d *Decoder) messageEvent(transactional bool, lsn pglogrepl.LSN, content []
 		}
 		slices.Sort(names)
 		for _, k := range names {
-			if why := badHeaderName(k); why != "" {
+			if why := HeaderNameProblem(k); why != "" {
 				invalid(ev, "header %q %s", k, why)
 				continue
 			}
@@ -117,9 +117,12 @@ func jsonText(ev *Event, raw json.RawMessage, key string) string {
 	return ""
 }
 
-// badHeaderName says why name cannot be a message header from an outbox
-// message, or "" when it can.
-func badHeaderName(name string) string {
+// HeaderNameProblem says why name cannot be a header the relay sets from
+// an outbox column or message, or "" when it can: config checks configured
+// header names with it, and the decoder a message's headers. Status and
+// Description are refused because nats.go takes a message with an empty
+// payload and a Status header for a control message, not an event.
+func HeaderNameProblem(name string) string {
 	if name == "" {
 		return "is empty"
 	}
@@ -132,6 +135,9 @@ func badHeaderName(name string) string {
 		if strings.HasPrefix(strings.ToLower(name), p) {
 			return "is reserved: names starting with Nats- or Outbox- are set by NATS or the relay"
 		}
+	}
+	if strings.EqualFold(name, "Status") || strings.EqualFold(name, "Description") {
+		return "is reserved: NATS uses Status and Description for control messages, and a consumer would take an event with an empty payload for one; use another name"
 	}
 	return ""
 }

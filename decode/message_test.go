@@ -64,6 +64,7 @@ func TestInvalidMessages(t *testing.T) {
 		{"empty type", `{"id":"1","aggregate_type":"o","aggregate_id":"1","type":""}`, "type is empty"},
 		{"object id", `{"id":{},"aggregate_type":"o","aggregate_id":"1","type":"t"}`, "id must be a string or a number"},
 		{"reserved header", `{"id":"1","aggregate_type":"o","aggregate_id":"1","type":"t","headers":{"Nats-Msg-Id":"x"}}`, `header "Nats-Msg-Id" is reserved`},
+		{"control header", `{"id":"1","aggregate_type":"o","aggregate_id":"1","type":"t","headers":{"Status":"503"}}`, `header "Status" is reserved: NATS uses Status and Description for control messages`},
 		{"bad header", `{"id":"1","aggregate_type":"o","aggregate_id":"1","type":"t","headers":{"a b":"x"}}`, `header "a b" is not a valid header name`},
 		{"header not a string", `{"id":"1","aggregate_type":"o","aggregate_id":"1","type":"t","headers":{"a":1}}`, "message content is not an outbox JSON object"},
 	}
