@@ -56,6 +56,9 @@ func exitCode(err error, stderr io.Writer) int {
 const usage = `usage:
   outboxrelay run -config FILE     relay until SIGINT/SIGTERM, then drain and exit 0
   outboxrelay check -config FILE   preflight: print what is wrong and how to fix it
+  outboxrelay recover -config FILE [-accept-gap]
+                                   after a continuity stop: create the slot again and
+                                   publish the outbox rows the stream lacks, then exit
   outboxrelay healthcheck [-config FILE] [-url URL]   exit 0 if /readyz says ready, else 1
   outboxrelay version              print the version`
 
@@ -68,7 +71,7 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	case "version", "-version", "--version":
 		fmt.Fprintln(stdout, "outboxrelay", versionString())
 		return nil
-	case "run", "check":
+	case "run", "check", "recover":
 	case "healthcheck":
 		return healthcheck(ctx, args, stdout, stderr)
 	case "help", "-h", "-help", "--help":
@@ -81,6 +84,10 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	fs := flag.NewFlagSet(cmd, flag.ContinueOnError)
 	fs.SetOutput(stderr)
 	path := fs.String("config", "", "path to the YAML configuration file")
+	acceptGap := false
+	if cmd == "recover" {
+		fs.BoolVar(&acceptGap, "accept-gap", false, "continue past events that may be lost for good (their rows were deleted)")
+	}
 	if err := fs.Parse(args); err != nil {
 		return usageError{err}
 	}
@@ -92,8 +99,11 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		return usageError{err}
 	}
 	logger := newLogger(cfg.Log, stderr)
-	if cmd == "check" {
+	switch cmd {
+	case "check":
 		return check(ctx, cfg, stdout)
+	case "recover":
+		return recoverStream(ctx, cfg, acceptGap, stdout, logger)
 	}
 	return relay(ctx, cfg, logger)
 }

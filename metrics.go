@@ -74,8 +74,10 @@ func (m *metrics) register(cp *capture.Capture, sk *sink.Sink, tr *checkpoint.Tr
 		func() float64 { return float64(sk.Stats().Resumes) })
 	gauge("outboxrelay_ready", "1 while the relay holds the slot and is streaming.",
 		func() float64 { ok, _ := ready(); return b2f(ok) })
-	gauge("outboxrelay_halted", "1 when the relay stopped at an event it cannot publish (see the log).",
-		func() float64 { return b2f(p.Halted() != nil) })
+	gauge("outboxrelay_halted", "1 when the relay stopped at an event it cannot publish, or because continuity with its stream is lost (see the log).",
+		func() float64 { return b2f(p.Halted() != nil || cp.Halted() != nil) })
+	gauge("outboxrelay_continuity_lost", "1 when the relay stopped because it cannot prove that its slot continues where its stream ends; run outboxrelay recover (see the log).",
+		func() float64 { return b2f(cp.Halted() != nil) })
 	m.reg.MustRegister(haltCollector{func() *sink.InvalidEventError {
 		if h := p.Halted(); h != nil {
 			return h.Event()

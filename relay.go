@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"fmt"
 	"log/slog"
 	"os"
 	"runtime"
@@ -13,6 +14,7 @@ import (
 	"github.com/outboxrelay/outboxrelay/checkpoint"
 	"github.com/outboxrelay/outboxrelay/cleanup"
 	"github.com/outboxrelay/outboxrelay/config"
+	"github.com/outboxrelay/outboxrelay/continuity"
 	"github.com/outboxrelay/outboxrelay/decode"
 	"github.com/outboxrelay/outboxrelay/natsconn"
 	"github.com/outboxrelay/outboxrelay/pipeline"
@@ -29,6 +31,17 @@ const drainTimeout = 30 * time.Second
 // returns a *pipeline.HaltError once ctx ends.
 func relay(ctx context.Context, cfg config.Config, log *slog.Logger) error {
 	oneProc()
+	if cfg.Outbox.Backfill == config.BackfillExisting {
+		// Before the relay's own sink resumes: it then finds the backfilled
+		// rows as the stream's tail.
+		res, err := recoverFromTable(ctx, cfg, false, true, log)
+		if err != nil {
+			return fmt.Errorf("backfill (outbox.backfill: existing): %w", err)
+		}
+		if !res.Skipped {
+			log.Info("backfilled the rows already in the outbox tables", "rows", res.Rows, "in_stream", res.InStream, "published", res.Published, "consistent_point", res.Consistent.String())
+		}
+	}
 	tracker := checkpoint.New(0)
 	nopts := natsOptions(cfg.NATS, log)
 	nc, err := natsconn.Connect(nopts)
@@ -46,6 +59,7 @@ func relay(ctx context.Context, cfg config.Config, log *slog.Logger) error {
 	}
 	cc := captureConfig(cfg)
 	cc.Logger = log
+	cc.Verify = verifier(sk, log)
 	cp := capture.New(cc, tracker)
 	tables, _, _ := sources(cfg.Outbox)
 	p := pipeline.New(pipeline.Config{
@@ -104,7 +118,36 @@ func relay(ctx context.Context, cfg config.Config, log *slog.Logger) error {
 	if h := p.Halted(); err == nil && h != nil {
 		return h
 	}
+	if h := cp.Halted(); err == nil && h != nil {
+		return &pipeline.HaltError{Err: h}
+	}
 	return err
+}
+
+// verifier is the capture's continuity check (I7): the slot must continue
+// where the stream ends. When it does, and the stream has no origin
+// recorded yet (a first start, or a stream from before the check), it
+// records this session's.
+func verifier(sk *sink.Sink, log *slog.Logger) func(context.Context, continuity.Facts) error {
+	return func(ctx context.Context, f continuity.Facts) error {
+		qctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+		defer cancel()
+		end, err := sk.End(qctx)
+		if err != nil {
+			return fmt.Errorf("continuity check: %w", err)
+		}
+		if err := continuity.Judge(f, end); err != nil {
+			return err
+		}
+		if end.HasOrigin && end.Origin == f.Origin {
+			return nil
+		}
+		if err := sk.RecordOrigin(qctx, f.Origin); err != nil {
+			return fmt.Errorf("continuity check: %w", err)
+		}
+		log.Info("recorded the stream's origin", "system_id", f.SystemID, "database", f.Database, "publication", f.Publication)
+		return nil
+	}
 }
 
 // captureConfig is the capture's part of cfg, shared by run and check.
@@ -175,6 +218,9 @@ func readiness(cp *capture.Capture, sk *sink.Sink, p *pipeline.Pipeline) func() 
 	return func() (bool, string) {
 		if h := p.Halted(); h != nil {
 			return false, h.Error()
+		}
+		if h := cp.Halted(); h != nil {
+			return false, "halted: " + h.Error()
 		}
 		if ok, why := cp.Streaming(); !ok {
 			return false, "postgres: " + why

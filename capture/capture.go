@@ -18,6 +18,7 @@ import (
 	"github.com/jackc/pglogrepl"
 	"github.com/jackc/pgx/v5/pgconn"
 	"github.com/jackc/pgx/v5/pgproto3"
+	"github.com/outboxrelay/outboxrelay/continuity"
 	"github.com/outboxrelay/outboxrelay/internal/backoff"
 )
 
@@ -35,6 +36,13 @@ type Config struct {
 	// Buffer is how many messages may wait for the consumer; default 4096.
 	Buffer int
 	Logger *slog.Logger // default slog.Default()
+	// Verify, when set, is asked at every session start, before the slot is
+	// created or streamed, whether the slot continues where the stream ends
+	// (package continuity). A *continuity.Error halts the capture.
+	Verify func(context.Context, continuity.Facts) error
+	// CheckInterval is how often the publication is checked while
+	// streaming; default DefaultCheckInterval.
+	CheckInterval time.Duration
 }
 
 // Kind says what a Message carries.
@@ -74,7 +82,11 @@ type Capture struct {
 	streaming  atomic.Bool
 	reconnects atomic.Uint64
 	confirmed  atomic.Uint64
-	lastErr    atomic.Pointer[string]
+	// checked is the WAL position of the session's last publication check
+	// that found nothing changed: the slot is never confirmed past it.
+	checked atomic.Uint64
+	lastErr atomic.Pointer[string]
+	halt    atomic.Pointer[continuity.Error]
 }
 
 // New returns a Capture that confirms what pos allows.
@@ -84,6 +96,9 @@ func New(cfg Config, pos Positioner) *Capture {
 	}
 	if cfg.MaxBackoff <= 0 {
 		cfg.MaxBackoff = 30 * time.Second
+	}
+	if cfg.CheckInterval <= 0 {
+		cfg.CheckInterval = DefaultCheckInterval
 	}
 	if cfg.Buffer <= 0 {
 		cfg.Buffer = 4096
@@ -109,6 +124,9 @@ func (c *Capture) Streaming() (bool, string) {
 	}
 	return false, "connecting to postgres"
 }
+
+// Halted returns the continuity error the capture stopped at, or nil.
+func (c *Capture) Halted() *continuity.Error { return c.halt.Load() }
 
 // Stats are counters for metrics.
 type Stats struct {
@@ -137,6 +155,15 @@ func (c *Capture) Run(ctx context.Context) error {
 		}
 		msg := err.Error()
 		c.lastErr.Store(&msg)
+		var broken *continuity.Error
+		if errors.As(err, &broken) {
+			// Stay up, halted, like a halt at an event: readiness and
+			// metrics say why until an operator recovers.
+			c.halt.Store(broken)
+			c.log.Error("halted: "+broken.What, "fix", broken.Fix)
+			<-ctx.Done()
+			return nil
+		}
 		var perm *PermanentError
 		if errors.As(err, &perm) {
 			return err
@@ -202,13 +229,32 @@ func (c *Capture) session(ctx context.Context) (started bool, err error) {
 	}
 	// The slot never moves back: confirm nothing below where it stands.
 	floor := slot.confirmed
+	// Nor past what the last publication check covered: at first where
+	// the session's own check stood.
+	c.checked.Store(uint64(max(slot.facts.ServerLSN, floor)))
+	sctx, stopSession := context.WithCancel(ctx)
+	defer stopSession()
+	watched := make(chan error, 1)
+	go func() {
+		err := c.watch(sctx, slot.facts.Publication, slot.version)
+		if err != nil {
+			stopSession()
+		}
+		watched <- err
+	}()
+	defer func() {
+		stopSession()
+		if werr := <-watched; werr != nil {
+			err = werr
+		}
+	}()
 	c.log.Info("streaming", "lsn", floor.String(), "publication", c.cfg.Publication)
 	c.streaming.Store(true)
 	c.lastErr.Store(nil)
-	if !c.emit(ctx, conn, floor, Message{Kind: Restart, WALStart: floor}) {
+	if !c.emit(sctx, conn, floor, Message{Kind: Restart, WALStart: floor}) {
 		return true, c.finish(conn, floor)
 	}
-	return true, c.stream(ctx, conn, floor)
+	return true, c.stream(sctx, conn, floor)
 }
 
 // stream receives until ctx ends or the connection fails.
@@ -338,7 +384,7 @@ func (c *Capture) emit(ctx context.Context, conn *pgconn.PgConn, floor pglogrepl
 }
 
 func (c *Capture) sendStatus(conn *pgconn.PgConn, floor pglogrepl.LSN, replyRequested bool) error {
-	lsn := max(c.pos.Watermark(), floor)
+	lsn := max(min(c.pos.Watermark(), pglogrepl.LSN(c.checked.Load())), floor)
 	_ = conn.Conn().SetWriteDeadline(time.Now().Add(10 * time.Second))
 	// Write, flush and apply all carry the watermark: Postgres pings a client
 	// whose reported write position is behind, which is what makes it send

@@ -12,6 +12,7 @@ import (
 
 	"github.com/jackc/pglogrepl"
 	"github.com/jackc/pgx/v5/pgconn"
+	"github.com/outboxrelay/outboxrelay/continuity"
 )
 
 // slotState is what pg_replication_slots says about the slot.
@@ -21,9 +22,12 @@ type slotState struct {
 	activePID string
 	holder    string // who streams it, from pg_stat_replication
 	confirmed pglogrepl.LSN
-	lag       string // bytes of WAL behind the server's position
-	walStatus string // reserved, extended, unreserved or lost
-	safeSize  string // bytes that can still be written before the slot is at risk
+	lag       string           // bytes of WAL behind the server's position
+	walStatus string           // reserved, extended, unreserved or lost
+	safeSize  string           // bytes that can still be written before the slot is at risk
+	invalid   string           // why Postgres invalidated the slot; "" while it is usable
+	facts     continuity.Facts // read by ensure
+	version   int              // server_version_num, set by ensure
 }
 
 // server is what the relay needs to know about the server's settings.
@@ -102,7 +106,8 @@ func readSlot(ctx context.Context, conn *pgconn.PgConn, slot string) (slotState,
 	rows, err := query(ctx, conn, `SELECT coalesce(s.plugin, ''), s.database IS NOT DISTINCT FROM current_database(), s.active, coalesce(s.active_pid::text, ''),
 		coalesce(s.confirmed_flush_lsn::text, '0/0'), coalesce((pg_current_wal_lsn() - s.confirmed_flush_lsn)::bigint::text, ''),
 		coalesce(s.wal_status, ''), coalesce(s.safe_wal_size::text, ''),
-		coalesce(r.application_name, ''), coalesce(host(r.client_addr), ''), coalesce(s.database, '')
+		coalesce(r.application_name, ''), coalesce(host(r.client_addr), ''), coalesce(s.database, ''),
+		coalesce(to_jsonb(s) ->> 'invalidation_reason', ''), coalesce(to_jsonb(s) ->> 'conflicting', '')
 		FROM pg_replication_slots s LEFT JOIN pg_stat_replication r ON r.pid = s.active_pid WHERE s.slot_name = `+literal(slot))
 	if err != nil {
 		return slotState{}, fmt.Errorf("read replication slot %q: %w", slot, err)
@@ -122,6 +127,16 @@ func readSlot(ctx context.Context, conn *pgconn.PgConn, slot string) (slotState,
 		return slotState{}, fmt.Errorf("replication slot %q: confirmed_flush_lsn %q: %w", slot, r[4], err)
 	}
 	st := slotState{exists: true, active: r[2] == "t", activePID: r[3], confirmed: lsn, lag: r[5], walStatus: r[6], safeSize: r[7]}
+	// invalidation_reason (17+) and conflicting (16+) through to_jsonb, so
+	// that one query serves every version.
+	switch {
+	case r[11] != "":
+		st.invalid = "invalidation_reason = " + r[11]
+	case r[12] == "true":
+		st.invalid = "conflicting with recovery"
+	case st.walStatus == "lost":
+		st.invalid = "wal_status = lost: WAL it needed was removed, past max_slot_wal_keep_size"
+	}
 	st.holder = "PID " + st.activePID
 	if r[8] != "" || r[9] != "" {
 		st.holder += fmt.Sprintf(" (application_name %q, client %s)", r[8], orUnknown(r[9], "local socket"))

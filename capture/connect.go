@@ -37,6 +37,23 @@ func connect(ctx context.Context, url string, readWait time.Duration) (*pgconn.P
 	return conn, nil
 }
 
+// connectPlain opens an ordinary connection, for queries beside a
+// streaming replication connection.
+func connectPlain(ctx context.Context, url string) (*pgconn.PgConn, error) {
+	cfg, err := pgconn.ParseConfig(url)
+	if err != nil {
+		return nil, fmt.Errorf("postgres.url: %w", err)
+	}
+	if cfg.RuntimeParams["application_name"] == "" {
+		cfg.RuntimeParams["application_name"] = "outboxrelay"
+	}
+	conn, err := pgconn.ConnectConfig(ctx, cfg)
+	if err != nil {
+		return nil, connectError(cfg, err)
+	}
+	return conn, nil
+}
+
 // connectError says why a connection failed and what to do, separating a
 // server that cannot be reached from one that refuses the role.
 func connectError(cfg *pgconn.Config, err error) error {

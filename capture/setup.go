@@ -45,12 +45,24 @@ func ensure(ctx context.Context, conn *pgconn.PgConn, cfg Config) (slotState, er
 	if err != nil {
 		return st, err
 	}
+	if st.exists && st.active {
+		return st, fmt.Errorf("%s: %w", slotActiveText(cfg.Slot, st), ErrSlotActive)
+	}
+	facts, err := readFacts(ctx, conn, cfg, srv.version, st)
+	if err != nil {
+		return st, err
+	}
+	st.facts, st.version = facts, srv.version
+	if cfg.Verify != nil {
+		// Before the slot is created or read from: a missing slot is
+		// created only for a first start (I7).
+		if err := cfg.Verify(ctx, facts); err != nil {
+			return st, err
+		}
+	}
 	if st.exists {
-		switch {
-		case st.walStatus == "lost":
+		if st.invalid != "" {
 			return slotState{}, &PermanentError{errors.New(slotLostProblem(cfg.Slot))}
-		case st.active:
-			return st, fmt.Errorf("%s: %w", slotActiveText(cfg.Slot, st), ErrSlotActive)
 		}
 		return st, nil
 	}
@@ -60,7 +72,9 @@ func ensure(ctx context.Context, conn *pgconn.PgConn, cfg Config) (slotState, er
 	if err := createSlot(ctx, conn, cfg); err != nil {
 		return slotState{}, err
 	}
-	return readSlot(ctx, conn, cfg.Slot)
+	st, err = readSlot(ctx, conn, cfg.Slot)
+	st.facts, st.version = facts, srv.version
+	return st, err
 }
 
 // preSlotCap bounds the count of rows that came before the slot.

@@ -71,7 +71,20 @@ type Outbox struct {
 
 	// Cleanup deletes rows whose events are confirmed.
 	Cleanup Cleanup `yaml:"cleanup"`
+
+	// Backfill is BackfillNone or BackfillExisting: whether the rows
+	// already in the tables when the relay first creates its slot are
+	// published.
+	Backfill string `yaml:"backfill"`
 }
+
+const (
+	// BackfillNone publishes only rows committed after the slot exists.
+	BackfillNone = "none"
+	// BackfillExisting also publishes, once and first, the rows already in
+	// the outbox tables when the relay creates its slot on a first start.
+	BackfillExisting = "existing"
+)
 
 // Table is one outbox table and how its rows become events.
 type Table struct {

@@ -112,6 +112,16 @@ func (v *validator) outbox(c Config) {
 		}
 	}
 
+	switch o.Backfill {
+	case "", BackfillNone:
+	case BackfillExisting:
+		if len(tables) == 0 {
+			v.fail("outbox.backfill", "needs an outbox table; events written with pg_logical_emit_message leave no rows to read")
+		}
+	default:
+		v.fail("outbox.backfill", "must be %q or %q; got %q", BackfillNone, BackfillExisting, o.Backfill)
+	}
+
 	partition := false
 	for _, t := range templates {
 		partition = partition || strings.Contains(t, "{partition}")

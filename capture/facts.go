@@ -1,0 +1,140 @@
+package capture
+
+// This file gathers what the continuity check (package continuity) needs
+// from Postgres, and re-checks the publication while streaming.
+
+import (
+	"context"
+	"fmt"
+	"strings"
+	"time"
+
+	"github.com/jackc/pglogrepl"
+	"github.com/jackc/pgx/v5/pgconn"
+	"github.com/outboxrelay/outboxrelay/continuity"
+)
+
+// readFacts reads the cluster's identity, the slot's state and the
+// publication's fingerprint on a replication connection.
+func readFacts(ctx context.Context, conn *pgconn.PgConn, cfg Config, version int, st slotState) (continuity.Facts, error) {
+	id, err := pglogrepl.IdentifySystem(ctx, conn)
+	if err != nil {
+		return continuity.Facts{}, fmt.Errorf("identify system: %w", explain(err))
+	}
+	fp, err := fingerprint(ctx, conn, cfg.Publication, cfg.Tables, version)
+	if err != nil {
+		return continuity.Facts{}, err
+	}
+	return continuity.Facts{
+		Origin:        continuity.Origin{SystemID: id.SystemID, Database: id.DBName, Publication: fp},
+		Slot:          cfg.Slot,
+		ServerLSN:     id.XLogPos,
+		SlotExists:    st.exists,
+		SlotConfirmed: st.confirmed,
+		SlotInvalid:   st.invalid,
+	}, nil
+}
+
+// fingerprint names the publication and each outbox table by the catalog
+// rows that a change which can hide inserts from the slot replaces: the
+// publication's row version (xmin changes with ALTER PUBLICATION ... SET),
+// each table's OID (a re-created table) and its membership row in the
+// publication (dropped and added again). Freezing keeps xmin, so the
+// fingerprint of an unchanged publication stays the same.
+func fingerprint(ctx context.Context, conn *pgconn.PgConn, pub string, tables []string, version int) (string, error) {
+	rows, err := query(ctx, conn, "SELECT oid::text || '/' || xmin::text FROM pg_publication WHERE pubname = "+literal(pub))
+	if err != nil {
+		return "", fmt.Errorf("read publication %q: %w", pub, explain(err))
+	}
+	parts := []string{"publication " + pub + " missing"}
+	if len(rows) == 1 {
+		parts[0] = "publication " + pub + " " + rows[0][0]
+	}
+	schemaMember := ""
+	if version >= 150000 { // FOR TABLES IN SCHEMA
+		schemaMember = "(SELECT 'schema:' || pn.oid FROM pg_publication_namespace pn WHERE pn.pnpubid = p.oid AND pn.pnnspid = c.relnamespace), "
+	}
+	for _, t := range tables {
+		schema, name := splitTable(t)
+		rows, err := query(ctx, conn, `SELECT c.oid::text || '/' || coalesce(
+			(SELECT pr.oid::text FROM pg_publication_rel pr WHERE pr.prpubid = p.oid AND pr.prrelid = c.oid), `+schemaMember+`
+			CASE WHEN p.puballtables THEN 'all' END, 'none')
+			FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace LEFT JOIN pg_publication p ON p.pubname = `+literal(pub)+`
+			WHERE n.nspname = `+literal(schema)+` AND c.relname = `+literal(name))
+		if err != nil {
+			return "", fmt.Errorf("read outbox table %s: %w", t, explain(err))
+		}
+		state := "missing"
+		if len(rows) == 1 {
+			state = rows[0][0]
+		}
+		parts = append(parts, t+" "+state)
+	}
+	return strings.Join(parts, ", "), nil
+}
+
+// DefaultCheckInterval is how often the publication is checked while
+// streaming.
+const DefaultCheckInterval = 10 * time.Second
+
+// watch re-reads the publication's fingerprint every cfg.CheckInterval on
+// a connection of its own, and advances c.checked to the WAL position read
+// before each check that found it unchanged: a change committed before that
+// position is visible to the check. When the fingerprint changed it
+// returns the continuity error. It returns nil when ctx ends.
+func (c *Capture) watch(ctx context.Context, was string, version int) error {
+	var conn *pgconn.PgConn
+	defer func() {
+		if conn != nil {
+			conn.Close(context.Background())
+		}
+	}()
+	t := time.NewTicker(c.cfg.CheckInterval)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return nil
+		case <-t.C:
+		}
+		if conn == nil {
+			var err error
+			if conn, err = connectPlain(ctx, c.cfg.URL); err != nil {
+				c.log.Warn("publication check: cannot connect; the slot is not confirmed past the last check until it can", "err", err)
+				continue
+			}
+		}
+		qctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+		now, lsn, err := c.check(qctx, conn, version)
+		cancel()
+		if err != nil {
+			if ctx.Err() != nil {
+				return nil
+			}
+			c.log.Warn("publication check failed; the slot is not confirmed past the last check until it succeeds", "err", err)
+			conn.Close(context.Background())
+			conn = nil
+			continue
+		}
+		if err := continuity.Changed(was, now, pglogrepl.LSN(c.checked.Load())); err != nil {
+			return err
+		}
+		c.checked.Store(uint64(lsn))
+	}
+}
+
+func (c *Capture) check(ctx context.Context, conn *pgconn.PgConn, version int) (string, pglogrepl.LSN, error) {
+	rows, err := query(ctx, conn, "SELECT pg_current_wal_lsn()")
+	if err != nil {
+		return "", 0, err
+	}
+	if len(rows) != 1 {
+		return "", 0, fmt.Errorf("pg_current_wal_lsn: got %d rows", len(rows))
+	}
+	lsn, err := pglogrepl.ParseLSN(rows[0][0])
+	if err != nil {
+		return "", 0, err
+	}
+	fp, err := fingerprint(ctx, conn, c.cfg.Publication, c.cfg.Tables, version)
+	return fp, lsn, err
+}

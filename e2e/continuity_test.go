@@ -1,0 +1,348 @@
+package e2e_test
+
+// Continuity (I7): the relay refuses to stream when it cannot prove that
+// its slot continues where its stream ends, and outboxrelay recover
+// publishes what the outbox table still holds, exactly once.
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"net/http"
+	"os/exec"
+	"strings"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/outboxrelay/outboxrelay/internal/testenv"
+)
+
+// events writes outbox events one per transaction on ten aggregates, each
+// aggregate's n counting on across calls, and remembers them for verify.
+type events struct {
+	mu sync.Mutex
+	w  *written
+	n  map[string]int // by aggregate type/id
+	i  int
+}
+
+func newEvents() *events {
+	return &events{w: &written{committed: map[string]sent{}, rolledBack: map[string]bool{}}, n: map[string]int{}}
+}
+
+// insert commits count events; with deleted, each transaction deletes its
+// row again (the insert-then-delete cleanup), and the events are returned
+// without being remembered when lost is set.
+func (ev *events) insert(t *testing.T, e *env, count int, deleted bool) *written {
+	t.Helper()
+	ctx := context.Background()
+	conn, err := e.pg.Connect(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close(ctx)
+	batch := &written{committed: map[string]sent{}, rolledBack: map[string]bool{}}
+	for range count {
+		ev.mu.Lock()
+		ev.i++
+		typ, id := aggregate(ev.i % 10)
+		ev.n[typ+"/"+id]++
+		s := sent{AggType: typ, AggID: id, Type: "created", N: ev.n[typ+"/"+id]}
+		s.Payload = fmt.Sprintf(`{"i": %d}`, ev.i)
+		ev.mu.Unlock()
+		tx, err := conn.Begin(ctx)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := tx.QueryRow(ctx, "INSERT INTO outbox (aggregatetype, aggregateid, type, payload) VALUES ($1, $2, $3, $4) RETURNING id::text",
+			s.AggType, s.AggID, s.Type, s.Payload).Scan(&s.ID); err != nil {
+			t.Fatal(err)
+		}
+		if deleted {
+			if _, err := tx.Exec(ctx, "DELETE FROM outbox WHERE id = $1::uuid", s.ID); err != nil {
+				t.Fatal(err)
+			}
+		}
+		if err := tx.Commit(ctx); err != nil {
+			t.Fatal(err)
+		}
+		batch.committed[s.ID] = s
+		ev.mu.Lock()
+		ev.w.committed[s.ID] = s
+		ev.mu.Unlock()
+	}
+	return batch
+}
+
+// forget drops events that are lost for good from what verify expects,
+// and numbers each aggregate's later events on from before them.
+func (ev *events) forget(lost *written) {
+	ev.mu.Lock()
+	defer ev.mu.Unlock()
+	for id, s := range lost.committed {
+		delete(ev.w.committed, id)
+		ev.n[s.AggType+"/"+s.AggID]--
+	}
+}
+
+// readyz returns /readyz's status code and body.
+func (e *env) readyz() (int, string, error) {
+	resp, err := http.Get("http://" + e.httpAddr + "/readyz")
+	if err != nil {
+		return 0, "", err
+	}
+	defer resp.Body.Close()
+	b, err := io.ReadAll(resp.Body)
+	return resp.StatusCode, string(b), err
+}
+
+// waitContinuityStop waits until the relay reports that continuity is
+// lost, with want in the reason, and checks that it says so everywhere.
+// The reason gives the recovery command unless the stop is one that
+// recovery cannot fix.
+func (e *env) waitContinuityStop(relay *testenv.Process, want string, timeout time.Duration) {
+	e.t.Helper()
+	testenv.WaitFor(e.t, timeout, "readyz says continuity lost", func() (bool, error) {
+		if relay.Exited() {
+			return false, fmt.Errorf("relay exited:\n%s", relay.Output())
+		}
+		code, body, err := e.readyz()
+		if err != nil {
+			return false, err
+		}
+		return code == http.StatusServiceUnavailable && strings.Contains(body, "continuity lost"), fmt.Errorf("readyz %d %q", code, body)
+	})
+	_, body, _ := e.readyz()
+	if !strings.Contains(body, want) {
+		e.t.Fatalf("readyz says %q; want it to name %q", body, want)
+	}
+	if m := e.metrics(); !strings.Contains(m, "outboxrelay_continuity_lost 1") || !strings.Contains(m, "outboxrelay_halted 1") {
+		e.t.Fatalf("metrics do not report the stop:\n%s", grepLines(m, "outboxrelay_continuity_lost", "outboxrelay_halted"))
+	}
+}
+
+// stopHalted stops a relay that halted: it exits 1, having logged fix (the
+// recovery command, say).
+func stopHalted(t *testing.T, relay *testenv.Process, fix string) {
+	t.Helper()
+	if err := relay.Signal(syscall.SIGTERM); err != nil {
+		t.Fatal(err)
+	}
+	code, err := relay.Wait(40 * time.Second)
+	if err != nil || code != 1 {
+		t.Fatalf("halted relay after SIGTERM: exit %d (want 1), %v\n%s", code, err, relay.Output())
+	}
+	if !strings.Contains(relay.Output(), fix) {
+		t.Fatalf("the relay's log does not say %q:\n%s", fix, relay.Output())
+	}
+}
+
+const recoverCmd = "outboxrelay recover -config FILE"
+
+func (e *env) stopRelay(relay *testenv.Process) {
+	e.t.Helper()
+	if err := relay.Signal(syscall.SIGTERM); err != nil {
+		e.t.Fatal(err)
+	}
+	if code, err := relay.Wait(40 * time.Second); err != nil || code != 0 {
+		e.t.Fatalf("relay after SIGTERM: exit %d, %v\n%s", code, err, relay.Output())
+	}
+}
+
+// recover runs outboxrelay recover and returns its exit code and output.
+func (e *env) recover(args ...string) (int, string) {
+	e.t.Helper()
+	cmd := exec.Command(e.bin, append([]string{"recover", "-config", e.cfgPath}, args...)...)
+	out, err := cmd.CombinedOutput()
+	if ee, ok := err.(*exec.ExitError); ok {
+		return ee.ExitCode(), string(out)
+	}
+	if err != nil {
+		e.t.Fatal(err)
+	}
+	return 0, string(out)
+}
+
+func (e *env) slotExists() bool {
+	e.t.Helper()
+	conn, err := e.pg.Connect(context.Background())
+	if err != nil {
+		e.t.Fatal(err)
+	}
+	defer conn.Close(context.Background())
+	var n int
+	if err := conn.QueryRow(context.Background(), "SELECT count(*) FROM pg_replication_slots WHERE slot_name = 'outboxrelay'").Scan(&n); err != nil {
+		e.t.Fatal(err)
+	}
+	return n > 0
+}
+
+func grepLines(text string, prefixes ...string) string {
+	var out []string
+	for _, l := range strings.Split(text, "\n") {
+		for _, p := range prefixes {
+			if strings.HasPrefix(l, p) {
+				out = append(out, l)
+			}
+		}
+	}
+	return strings.Join(out, "\n")
+}
+
+// TestSlotDroppedRowsKept: the slot is dropped while the relay is stopped,
+// and events are committed before and after. The relay refuses to stream
+// and never creates a slot by itself; recover publishes the missed events
+// from the table, with writers running, and the relay streams on: every
+// event exactly once, in order.
+func TestSlotDroppedRowsKept(t *testing.T) {
+	e := newEnv(t)
+	js := e.js()
+	ev := newEvents()
+	relay := e.startRelay()
+	ev.insert(t, e, 500, false)
+	e.waitStreamCount(js, 500, time.Minute)
+	e.stopRelay(relay)
+
+	if err := e.pg.Exec(context.Background(), "SELECT pg_drop_replication_slot('outboxrelay')"); err != nil {
+		t.Fatal(err)
+	}
+	ev.insert(t, e, 300, false)
+
+	relay = testenv.StartProcess(t, e.bin, "run", "-config", e.cfgPath)
+	e.waitContinuityStop(relay, `replication slot "outboxrelay" is missing`, 30*time.Second)
+	if e.slotExists() {
+		t.Fatal("the relay created a new slot by itself")
+	}
+	if n, _ := streamCount(context.Background(), js); n != 500 {
+		t.Fatalf("stream holds %d messages after the continuity stop, want the 500 from before", n)
+	}
+	stopHalted(t, relay, recoverCmd)
+
+	// Writers keep committing through the recovery and the restart.
+	var wg sync.WaitGroup
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		for range 20 {
+			ev.insert(t, e, 10, false)
+			time.Sleep(20 * time.Millisecond)
+		}
+	}()
+	code, out := e.recover()
+	if code != 0 {
+		t.Fatalf("recover: exit %d\n%s", code, out)
+	}
+	t.Logf("recover said:\n%s", out)
+	if !strings.Contains(out, "500 already in stream") {
+		t.Fatalf("recover should find the 500 events already in the stream:\n%s", out)
+	}
+	e.startRelay()
+	wg.Wait()
+	e.waitStreamCount(js, ev.w.Committed(), time.Minute)
+	verify(t, readStream(t, js), ev.w)
+}
+
+// TestSlotDroppedInsertThenDelete: as above, but every transaction deletes
+// its row again, so the events committed while the slot was missing are
+// gone for good. recover says so and refuses to continue without
+// -accept-gap; with it, the relay streams on and later events arrive.
+func TestSlotDroppedInsertThenDelete(t *testing.T) {
+	e := newEnv(t)
+	js := e.js()
+	ev := newEvents()
+	relay := e.startRelay()
+	ev.insert(t, e, 200, true)
+	e.waitStreamCount(js, 200, time.Minute)
+	e.stopRelay(relay)
+	if err := e.pg.Exec(context.Background(), "SELECT pg_drop_replication_slot('outboxrelay')"); err != nil {
+		t.Fatal(err)
+	}
+	lost := ev.insert(t, e, 100, true)
+	ev.forget(lost)
+
+	relay = testenv.StartProcess(t, e.bin, "run", "-config", e.cfgPath)
+	e.waitContinuityStop(relay, `replication slot "outboxrelay" is missing`, 30*time.Second)
+	stopHalted(t, relay, recoverCmd)
+
+	code, out := e.recover()
+	if code != 1 || !strings.Contains(out, "cannot be recovered") || !strings.Contains(out, "-accept-gap") {
+		t.Fatalf("recover without -accept-gap: exit %d, want 1 with the gap and the flag named\n%s", code, out)
+	}
+	if e.slotExists() {
+		t.Fatal("recover refused, but created a slot")
+	}
+	code, out = e.recover("-accept-gap")
+	if code != 0 || !strings.Contains(out, "continued past an unrecoverable gap") {
+		t.Fatalf("recover -accept-gap: exit %d\n%s", code, out)
+	}
+	t.Logf("recover -accept-gap said:\n%s", out)
+	e.startRelay()
+	ev.insert(t, e, 150, true)
+	e.waitStreamCount(js, 350, time.Minute)
+	verify(t, readStream(t, js), ev.w)
+}
+
+// TestStreamFromAnotherCluster: a relay pointed at another cluster (or a
+// restored backup) than the one its stream was filled from refuses to
+// stream.
+func TestStreamFromAnotherCluster(t *testing.T) {
+	e := newEnv(t)
+	js := e.js()
+	relay := e.startRelay()
+	newEvents().insert(t, e, 50, false)
+	e.waitStreamCount(js, 50, time.Minute)
+	e.stopRelay(relay)
+
+	other := testenv.StartPostgres(t)
+	testenv.CreateOutbox(t, other)
+	writeFile(t, e.cfgPath, relayConfig{PGURL: other.URL(), NATSURL: e.natsURL, HTTP: e.httpAddr}.yaml())
+	relay = testenv.StartProcess(t, e.bin, "run", "-config", e.cfgPath)
+	e.waitContinuityStop(relay, "from Postgres cluster", 30*time.Second)
+	stopHalted(t, relay, "point postgres.url at the database the stream was filled from")
+	if code, out := e.recover(); code != 1 || !strings.Contains(out, "recovery cannot continue this stream") {
+		t.Fatalf("recover against another cluster: exit %d, want 1 and a refusal\n%s", code, out)
+	}
+}
+
+// TestPublicationChangedWhileStreaming: the outbox table is dropped from
+// the publication under load, and added again. The relay stops within 30
+// s, the slot is not confirmed past the last good check, and recover
+// publishes the rows the slot never delivered.
+func TestPublicationChangedWhileStreaming(t *testing.T) {
+	e := newEnv(t)
+	e.writeConfig("") // the default check interval: the 30 s bound is the product's
+	js := e.js()
+	ev := newEvents()
+	relay := e.startRelay()
+	ev.insert(t, e, 200, false)
+	e.waitStreamCount(js, 200, time.Minute)
+
+	before := e.currentLSN()
+	if err := e.pg.Exec(context.Background(), "ALTER PUBLICATION outboxrelay DROP TABLE outbox"); err != nil {
+		t.Fatal(err)
+	}
+	dropped := e.currentLSN()
+	start := time.Now()
+	ev.insert(t, e, 100, false) // never delivered by the slot
+	if err := e.pg.Exec(context.Background(), "ALTER PUBLICATION outboxrelay ADD TABLE outbox"); err != nil {
+		t.Fatal(err)
+	}
+	e.waitContinuityStop(relay, "changed while streaming", 30*time.Second)
+	t.Logf("continuity stop %s after the change", time.Since(start).Round(100*time.Millisecond))
+	if confirmed, _ := e.slotLSNs(); confirmed > dropped {
+		t.Fatalf("slot confirmed to %s, past the change at %s (checked before %s)", confirmed, dropped, before)
+	}
+	stopHalted(t, relay, recoverCmd)
+
+	code, out := e.recover()
+	if code != 0 {
+		t.Fatalf("recover: exit %d\n%s", code, out)
+	}
+	t.Logf("recover said:\n%s", out)
+	e.startRelay()
+	ev.insert(t, e, 50, false)
+	e.waitStreamCount(js, ev.w.Committed(), time.Minute)
+	verify(t, readStream(t, js), ev.w)
+}
