@@ -2,13 +2,16 @@ package main
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"io"
 	"strings"
 	"time"
 
 	"github.com/outboxrelay/outboxrelay/capture"
+	"github.com/nats-io/nats.go/jetstream"
 	"github.com/outboxrelay/outboxrelay/config"
+	"github.com/outboxrelay/outboxrelay/continuity"
 	"github.com/outboxrelay/outboxrelay/natsconn"
 	"github.com/outboxrelay/outboxrelay/sink"
 )
@@ -37,6 +40,7 @@ func check(ctx context.Context, cfg config.Config, out io.Writer) error {
 	found := []finding{{"ok", "config", fmt.Sprintf("valid; postgres %s, nats %s", red.Postgres.URL, red.NATS.URL)}}
 	found = append(found, checkPostgres(ctx, cfg)...)
 	found = append(found, checkNATS(ctx, cfg)...)
+	found = append(found, checkContinuity(ctx, cfg)...)
 
 	fails, warns := 0, 0
 	for _, f := range found {
@@ -105,4 +109,43 @@ func checkNATS(ctx context.Context, cfg config.Config) []finding {
 		found = append(found, finding{f.Status.String(), f.Item, f.Text})
 	}
 	return found
+}
+
+// checkContinuity reports whether the slot continues where the stream
+// ends (I7), as the relay would judge at its start. It reports nothing when
+// the Postgres or NATS half already failed to connect.
+func checkContinuity(ctx context.Context, cfg config.Config) []finding {
+	ctx, cancel := context.WithTimeout(ctx, checkTimeout)
+	defer cancel()
+	facts, err := capture.ReadFacts(ctx, captureConfig(cfg))
+	if err != nil {
+		return nil
+	}
+	nc, err := natsconn.Dial(natsOptions(cfg.NATS, nil))
+	if err != nil {
+		return nil
+	}
+	defer nc.Close()
+	js, err := jetstream.New(nc)
+	if err != nil {
+		return nil
+	}
+	end := continuity.End{Stream: cfg.NATS.Stream}
+	if st, err := js.Stream(ctx, cfg.NATS.Stream); err == nil {
+		if end, err = sink.ReadEnd(ctx, st); err != nil {
+			return []finding{{"FAIL", "continuity", err.Error()}}
+		}
+	} else if !errors.Is(err, jetstream.ErrStreamNotFound) {
+		return []finding{{"FAIL", "continuity", "read stream: " + err.Error()}}
+	}
+	if err := continuity.Judge(facts, end); err != nil {
+		return []finding{{"FAIL", "continuity", err.Error()}}
+	}
+	switch {
+	case end.Empty():
+		return []finding{{"ok", "continuity", fmt.Sprintf("stream %q is empty: a first start, the relay streams from its slot", cfg.NATS.Stream)}}
+	case !end.HasOrigin:
+		return []finding{{"warn", "continuity", fmt.Sprintf("stream %q records no origin yet (a stream from before the continuity check): the relay records this database's at its next start, and can only check from then on", cfg.NATS.Stream)}}
+	}
+	return []finding{{"ok", "continuity", fmt.Sprintf("slot %q continues where stream %q ends (cluster %s, database %q)", cfg.Postgres.Slot, cfg.NATS.Stream, facts.SystemID, facts.Database)}}
 }

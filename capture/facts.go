@@ -138,3 +138,22 @@ func (c *Capture) check(ctx context.Context, conn *pgconn.PgConn, version int) (
 	fp, err := fingerprint(ctx, conn, c.cfg.Publication, c.cfg.Tables, version)
 	return fp, lsn, err
 }
+
+// ReadFacts reads, without changing anything, what a session start would
+// hand to the continuity check: for check.
+func ReadFacts(ctx context.Context, cfg Config) (continuity.Facts, error) {
+	conn, err := connect(ctx, cfg.URL, 0)
+	if err != nil {
+		return continuity.Facts{}, err
+	}
+	defer conn.Close(context.Background())
+	srv, err := readServer(ctx, conn)
+	if err != nil {
+		return continuity.Facts{}, err
+	}
+	st, err := readSlot(ctx, conn, cfg.Slot)
+	if err != nil {
+		return continuity.Facts{}, err
+	}
+	return readFacts(ctx, conn, cfg, srv.version, st)
+}

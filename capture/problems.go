@@ -65,7 +65,7 @@ func slotDatabaseProblem(slot, db string) string {
 }
 
 func slotLostProblem(slot string) string {
-	return fmt.Sprintf("replication slot %q is lost (wal_status = lost): Postgres removed WAL it still needed, past max_slot_wal_keep_size, and the events in it are gone: drop the slot with SELECT pg_drop_replication_slot('%s') and restart the relay, which creates a new one from now; then republish what was missed from the outbox table", slot, slot)
+	return fmt.Sprintf("replication slot %q is lost (wal_status = lost): Postgres removed WAL it still needed, past max_slot_wal_keep_size, and the events in it are gone: run outboxrelay recover -config FILE, which creates the slot again and publishes the outbox rows still in the table that the stream lacks", slot)
 }
 
 func slotActiveText(slot string, st slotState) string {

@@ -301,6 +301,6 @@ const (
 	fixNATSAuth   = "check the credentials in nats.url"
 	fixWALSenders = "raise max_wal_senders in postgresql.conf and restart Postgres, or stop a replication client that is not needed"
 	fixNATSDown   = "check nats.url, and that nats-server is running and reachable from here"
-	slotLostText  = `replication slot "outboxrelay" is lost (wal_status = lost): Postgres removed WAL it still needed, past max_slot_wal_keep_size, and the events in it are gone: drop the slot with SELECT pg_drop_replication_slot('outboxrelay') and restart the relay, which creates a new one from now; then republish what was missed from the outbox table`
+	slotLostText  = `replication slot "outboxrelay" is lost (wal_status = lost): Postgres removed WAL it still needed, past max_slot_wal_keep_size, and the events in it are gone: run outboxrelay recover -config FILE, which creates the slot again and publishes the outbox rows still in the table that the stream lacks`
 	slotsFullText = `all replication slots are in use (10 of max_replication_slots = 10) and slot "outboxrelay" does not exist yet: raise max_replication_slots in postgresql.conf and restart Postgres, or drop a slot nobody uses with SELECT pg_drop_replication_slot('<name>')`
 )

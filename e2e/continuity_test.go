@@ -17,6 +17,7 @@ import (
 	"time"
 
 	"github.com/outboxrelay/outboxrelay/internal/testenv"
+	"github.com/outboxrelay/outboxrelay/schema"
 )
 
 // events writes outbox events one per transaction on ten aggregates, each
@@ -26,6 +27,8 @@ type events struct {
 	w  *written
 	n  map[string]int // by aggregate type/id
 	i  int
+	// table is where insert writes; "" is outbox.
+	table string
 }
 
 func newEvents() *events {
@@ -56,7 +59,11 @@ func (ev *events) insert(t *testing.T, e *env, count int, deleted bool) *written
 		if err != nil {
 			t.Fatal(err)
 		}
-		if err := tx.QueryRow(ctx, "INSERT INTO outbox (aggregatetype, aggregateid, type, payload) VALUES ($1, $2, $3, $4) RETURNING id::text",
+		table := ev.table
+		if table == "" {
+			table = "outbox"
+		}
+		if err := tx.QueryRow(ctx, "INSERT INTO "+table+" (aggregatetype, aggregateid, type, payload) VALUES ($1, $2, $3, $4) RETURNING id::text",
 			s.AggType, s.AggID, s.Type, s.Payload).Scan(&s.ID); err != nil {
 			t.Fatal(err)
 		}
@@ -306,39 +313,208 @@ func TestStreamFromAnotherCluster(t *testing.T) {
 	}
 }
 
-// TestPublicationChangedWhileStreaming: the outbox table is dropped from
-// the publication under load, and added again. The relay stops within 30
-// s, the slot is not confirmed past the last good check, and recover
-// publishes the rows the slot never delivered.
+// TestPublicationChangedWhileStreaming: under load, the outbox table is
+// dropped from the publication, re-created, or renamed, and events are
+// committed that the slot never delivers. The relay stops within 30 s, the
+// slot is not confirmed past the last good check, and once the table is
+// back in the publication, recover publishes the rows.
 func TestPublicationChangedWhileStreaming(t *testing.T) {
+	for _, tc := range []struct {
+		name          string
+		change, after []string // SQL: the change, and what makes the table usable again
+		table         string   // where events go after the change
+		recover       []string // recover's flags
+	}{
+		{name: "dropped from the publication",
+			change: []string{"ALTER PUBLICATION outboxrelay DROP TABLE outbox"},
+			after:  []string{"ALTER PUBLICATION outboxrelay ADD TABLE outbox"}},
+		// The rows of the stream's last events went with the old table, so
+		// recovery cannot prove that no row committed to it after the last
+		// check was lost: it needs -accept-gap.
+		{name: "re-created",
+			change:  []string{"DROP TABLE outbox", schema.Outbox},
+			after:   []string{"ALTER PUBLICATION outboxrelay ADD TABLE outbox"},
+			recover: []string{"-accept-gap"}},
+		{name: "renamed",
+			change: []string{"ALTER TABLE outbox RENAME TO outbox_old"},
+			after:  []string{"ALTER TABLE outbox_old RENAME TO outbox"},
+			table:  "outbox_old"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			e := newEnv(t)
+			js := e.js()
+			ev := newEvents()
+			relay := e.startRelay()
+			ev.insert(t, e, 200, false)
+			e.waitStreamCount(js, 200, time.Minute)
+
+			ctx := context.Background()
+			for _, sql := range tc.change {
+				if err := e.pg.Exec(ctx, sql); err != nil {
+					t.Fatal(err)
+				}
+			}
+			changed := e.currentLSN()
+			start := time.Now()
+			ev.table = tc.table
+			during := ev.insert(t, e, 100, false) // never delivered by the slot
+			ev.table = ""
+			e.waitContinuityStop(relay, "changed while streaming", 30*time.Second)
+			t.Logf("continuity stop %s after the change", time.Since(start).Round(100*time.Millisecond))
+			if confirmed, _ := e.slotLSNs(); confirmed > changed {
+				t.Fatalf("slot confirmed to %s, past the change at %s", confirmed, changed)
+			}
+			stopHalted(t, relay, recoverCmd)
+			for _, sql := range tc.after {
+				if err := e.pg.Exec(ctx, sql); err != nil {
+					t.Fatal(err)
+				}
+			}
+			missed := ev.insert(t, e, 100, false) // committed before recovery: only recover can publish them
+			code, out := e.recover(tc.recover...)
+			if want := len(during.committed) + len(missed.committed); code != 0 || !strings.Contains(out, fmt.Sprintf(" %d published", want)) {
+				t.Fatalf("recover: exit %d, want 0 with %d published\n%s", code, want, out)
+			}
+			t.Logf("recover said:\n%s", out)
+			e.startRelay()
+			ev.insert(t, e, 50, false)
+			e.waitStreamCount(js, ev.w.Committed(), time.Minute)
+			verify(t, readStream(t, js), ev.w)
+		})
+	}
+}
+
+// insertOneTx commits count events in one transaction.
+func (ev *events) insertOneTx(t *testing.T, e *env, count int) {
+	t.Helper()
+	ctx := context.Background()
+	conn, err := e.pg.Connect(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close(ctx)
+	tx, err := conn.Begin(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var batch []sent
+	for range count {
+		ev.mu.Lock()
+		ev.i++
+		typ, id := aggregate(ev.i % 10)
+		ev.n[typ+"/"+id]++
+		s := sent{AggType: typ, AggID: id, Type: "created", N: ev.n[typ+"/"+id], Payload: fmt.Sprintf(`{"i": %d}`, ev.i)}
+		ev.mu.Unlock()
+		if err := tx.QueryRow(ctx, "INSERT INTO outbox (aggregatetype, aggregateid, type, payload) VALUES ($1, $2, $3, $4) RETURNING id::text",
+			s.AggType, s.AggID, s.Type, s.Payload).Scan(&s.ID); err != nil {
+			t.Fatal(err)
+		}
+		batch = append(batch, s)
+	}
+	if err := tx.Commit(ctx); err != nil {
+		t.Fatal(err)
+	}
+	ev.mu.Lock()
+	defer ev.mu.Unlock()
+	for _, s := range batch {
+		ev.w.committed[s.ID] = s
+	}
+}
+
+// TestBackfillExisting: with outbox.backfill: existing, the rows already in
+// the table when the relay first creates its slot are published once and
+// first, then everything committed later, with writers running through the
+// start: the migration from a polling publisher.
+func TestBackfillExisting(t *testing.T) {
 	e := newEnv(t)
-	e.writeConfig("") // the default check interval: the 30 s bound is the product's
+	e.writeConfig("outbox:\n  backfill: existing\n")
+	js := e.js()
+	ev := newEvents()
+	ev.insertOneTx(t, e, 10_000)
+
+	var wg sync.WaitGroup
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		for range 40 {
+			ev.insert(t, e, 10, false)
+		}
+	}()
+	relay := e.startRelay()
+	wg.Wait()
+	e.waitStreamCount(js, ev.w.Committed(), 2*time.Minute)
+	verify(t, readStream(t, js), ev.w)
+	if !strings.Contains(relay.Output(), "backfilled the rows already in the outbox tables") {
+		t.Fatalf("the relay does not log the backfill:\n%s", relay.Output())
+	}
+
+	// A restart backfills nothing again.
+	e.stopRelay(relay)
+	ev.insert(t, e, 20, false)
+	e.startRelay()
+	e.waitStreamCount(js, ev.w.Committed(), time.Minute)
+	verify(t, readStream(t, js), ev.w)
+}
+
+// TestSlotInvalidated: while NATS is down the relay is killed with events
+// it could not publish, and the slot falls behind past
+// max_slot_wal_keep_size until Postgres invalidates it. Once NATS is back
+// the relay stops with the continuity error, and recover publishes the rows
+// still in the table.
+func TestSlotInvalidated(t *testing.T) {
+	n := testenv.StartNATS(t)
+	e := &env{t: t, pg: testenv.StartPostgres(t, testenv.PostgresOptions{Settings: map[string]string{"max_slot_wal_keep_size": "1MB", "max_wal_size": "32MB", "min_wal_size": "32MB"}}),
+		nats: n, natsURL: n.URL(), bin: testenv.BuildRelay(t)}
+	testenv.CreateOutbox(t, e.pg)
+	port, err := testenv.FreePort()
+	if err != nil {
+		t.Fatal(err)
+	}
+	e.httpAddr = fmt.Sprintf("127.0.0.1:%d", port)
+	e.cfgPath = t.TempDir() + "/outboxrelay.yaml"
+	e.writeConfig("")
 	js := e.js()
 	ev := newEvents()
 	relay := e.startRelay()
-	ev.insert(t, e, 200, false)
-	e.waitStreamCount(js, 200, time.Minute)
+	ev.insert(t, e, 100, false)
+	e.waitStreamCount(js, 100, time.Minute)
 
-	before := e.currentLSN()
-	if err := e.pg.Exec(context.Background(), "ALTER PUBLICATION outboxrelay DROP TABLE outbox"); err != nil {
+	if err := n.Stop(); err != nil {
 		t.Fatal(err)
 	}
-	dropped := e.currentLSN()
-	start := time.Now()
-	ev.insert(t, e, 100, false) // never delivered by the slot
-	if err := e.pg.Exec(context.Background(), "ALTER PUBLICATION outboxrelay ADD TABLE outbox"); err != nil {
+	ev.insert(t, e, 200, false)
+	if err := relay.Kill(); err != nil {
 		t.Fatal(err)
 	}
-	e.waitContinuityStop(relay, "changed while streaming", 30*time.Second)
-	t.Logf("continuity stop %s after the change", time.Since(start).Round(100*time.Millisecond))
-	if confirmed, _ := e.slotLSNs(); confirmed > dropped {
-		t.Fatalf("slot confirmed to %s, past the change at %s (checked before %s)", confirmed, dropped, before)
+	ctx := context.Background()
+	if err := e.pg.Exec(ctx, "CREATE TABLE wal_filler (n int)"); err != nil {
+		t.Fatal(err)
 	}
+	testenv.WaitFor(t, time.Minute, "the slot invalidated", func() (bool, error) {
+		for _, sql := range []string{"INSERT INTO wal_filler SELECT generate_series(1, 20000)", "SELECT pg_switch_wal()", "CHECKPOINT"} {
+			if err := e.pg.Exec(ctx, sql); err != nil {
+				return false, err
+			}
+		}
+		conn, err := e.pg.Connect(ctx)
+		if err != nil {
+			return false, err
+		}
+		defer conn.Close(ctx)
+		var status string
+		err = conn.QueryRow(ctx, "SELECT coalesce(wal_status, '') FROM pg_replication_slots WHERE slot_name = 'outboxrelay'").Scan(&status)
+		return status == "lost", fmt.Errorf("wal_status %q (%v)", status, err)
+	})
+	if err := n.Start(); err != nil {
+		t.Fatal(err)
+	}
+	relay = testenv.StartProcess(t, e.bin, "run", "-config", e.cfgPath)
+	e.waitContinuityStop(relay, "was invalidated by Postgres", 90*time.Second)
 	stopHalted(t, relay, recoverCmd)
 
 	code, out := e.recover()
-	if code != 0 {
-		t.Fatalf("recover: exit %d\n%s", code, out)
+	if code != 0 || !strings.Contains(out, "100 already in stream \"OUTBOX\", 200 published") {
+		t.Fatalf("recover: exit %d, want 0 with the 200 rows the stream lacked published\n%s", code, out)
 	}
 	t.Logf("recover said:\n%s", out)
 	e.startRelay()

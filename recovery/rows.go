@@ -49,11 +49,13 @@ func idColumn(t decode.Table) string {
 }
 
 // recoveryOrder is the order recovered rows are published in: by the
-// transaction that inserted them, oldest first, and within one by their
-// place in the heap. When an aggregate's writes are serialized (each
-// transaction starts after the previous one committed), a later
-// transaction has a later xid, so per-aggregate order holds.
-const recoveryOrder = "ORDER BY age(xmin) DESC, ctid"
+// transaction that inserted them, oldest first; within one, by the
+// statement (cmin), and within a statement by place in the heap. When an
+// aggregate's writes are serialized (each transaction starts after the
+// previous one committed), a later transaction has a later xid, so
+// per-aggregate order holds. The heap alone does not keep a transaction's
+// insertion order: Postgres may place a later row on an earlier page.
+const recoveryOrder = "ORDER BY age(xmin) DESC, cmin::text::bigint, ctid"
 
 // readTable reads the table's ids in chunks; for each chunk it reads the
 // stream once to drop the ids it holds, then reads the same rows in full
