@@ -8,8 +8,8 @@ import (
 	"strings"
 	"time"
 
-	"github.com/outboxrelay/outboxrelay/capture"
 	"github.com/nats-io/nats.go/jetstream"
+	"github.com/outboxrelay/outboxrelay/capture"
 	"github.com/outboxrelay/outboxrelay/config"
 	"github.com/outboxrelay/outboxrelay/continuity"
 	"github.com/outboxrelay/outboxrelay/natsconn"
