@@ -161,7 +161,14 @@ func (e *env) stopRelay(relay *testenv.Process) {
 // recover runs outboxrelay recover and returns its exit code and output.
 func (e *env) recover(args ...string) (int, string) {
 	e.t.Helper()
-	cmd := exec.Command(e.bin, append([]string{"recover", "-config", e.cfgPath}, args...)...)
+	return e.command("recover", args...)
+}
+
+// command runs an outboxrelay command on the config and returns its exit
+// code and output.
+func (e *env) command(name string, args ...string) (int, string) {
+	e.t.Helper()
+	cmd := exec.Command(e.bin, append([]string{name, "-config", e.cfgPath}, args...)...)
 	out, err := cmd.CombinedOutput()
 	if ee, ok := err.(*exec.ExitError); ok {
 		return ee.ExitCode(), string(out)
@@ -216,6 +223,9 @@ func TestSlotDroppedRowsKept(t *testing.T) {
 		t.Fatal(err)
 	}
 	ev.insert(t, e, 300, false)
+	if code, out := e.command("check"); code != 1 || !strings.Contains(out, `FAIL  continuity: continuity lost: replication slot "outboxrelay" is missing`) {
+		t.Fatalf("check after the slot was dropped: exit %d, want 1 and the continuity line\n%s", code, out)
+	}
 
 	relay = testenv.StartProcess(t, e.bin, "run", "-config", e.cfgPath)
 	e.waitContinuityStop(relay, `replication slot "outboxrelay" is missing`, 30*time.Second)
@@ -244,6 +254,9 @@ func TestSlotDroppedRowsKept(t *testing.T) {
 	t.Logf("recover said:\n%s", out)
 	if !strings.Contains(out, "500 already in stream") {
 		t.Fatalf("recover should find the 500 events already in the stream:\n%s", out)
+	}
+	if code, out := e.command("check"); code != 0 || !strings.Contains(out, `ok    continuity: slot "outboxrelay" continues where stream "OUTBOX" ends`) {
+		t.Fatalf("check after recover: exit %d, want 0 and continuity ok\n%s", code, out)
 	}
 	e.startRelay()
 	wg.Wait()
