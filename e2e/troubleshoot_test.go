@@ -111,7 +111,7 @@ func TestCheckNATS(t *testing.T) {
 		createStream(t, jetstream.StreamConfig{Name: stream, Subjects: []string{"other.>"}})
 		out := c.check(t, good, 1)
 		wantLines(t, out, "FAIL  nats stream OUTBOX: "+notCovered)
-		c.runSays(t, good, notCovered, c.whenStreaming(t, "outboxrelay", "{}"))
+		c.runSays(t, good, notCovered, nil) // the continuity check reads the stream before streaming
 		c.reset(t)
 	})
 
@@ -122,7 +122,7 @@ func TestCheckNATS(t *testing.T) {
 		}
 		out := c.check(t, good, 1)
 		wantLines(t, out, "FAIL  nats stream OUTBOX: "+sharedStream)
-		c.runSays(t, good, sharedStream, c.whenStreaming(t, "outboxrelay", "{}"))
+		c.runSays(t, good, sharedStream, nil) // the continuity check reads the stream before streaming
 		c.reset(t)
 	})
 
@@ -131,7 +131,7 @@ func TestCheckNATS(t *testing.T) {
 		const overlaps = `its subject "outbox.>" overlaps subject "outbox.billing.>" of stream "BILLING": change the subject templates (nats.subject) or that stream's subjects, or point nats.stream at stream "BILLING" if it is the relay's`
 		out := c.check(t, good, 1)
 		wantLines(t, out, "FAIL  nats stream OUTBOX: does not exist, and the relay cannot create it: "+overlaps)
-		c.runSays(t, good, `create stream "OUTBOX" with subjects [outbox.>]: nats: API error: code=400 err_code=10065 description=subjects overlap with an existing stream: `+overlaps, c.whenStreaming(t, "outboxrelay", "{}"))
+		c.runSays(t, good, `create stream "OUTBOX" with subjects [outbox.>]: nats: API error: code=400 err_code=10065 description=subjects overlap with an existing stream: `+overlaps, nil)
 		c.reset(t)
 	})
 
