@@ -43,6 +43,9 @@ type Config struct {
 	// CheckInterval is how often the publication is checked while
 	// streaming; default DefaultCheckInterval.
 	CheckInterval time.Duration
+	// FailoverSlot is "auto" (or ""), "on" or "off": whether the slot is a
+	// failover slot (postgres.failover_slot).
+	FailoverSlot string
 }
 
 // Kind says what a Message carries.

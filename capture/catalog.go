@@ -26,6 +26,8 @@ type slotState struct {
 	walStatus string           // reserved, extended, unreserved or lost
 	safeSize  string           // bytes that can still be written before the slot is at risk
 	invalid   string           // why Postgres invalidated the slot; "" while it is usable
+	failover  bool             // a failover slot (17+)
+	synced    bool             // synchronised from a primary: this server is a standby (17+)
 	facts     continuity.Facts // read by ensure
 	version   int              // server_version_num, set by ensure
 }
@@ -107,7 +109,8 @@ func readSlot(ctx context.Context, conn *pgconn.PgConn, slot string) (slotState,
 		coalesce(s.confirmed_flush_lsn::text, '0/0'), coalesce((pg_current_wal_lsn() - s.confirmed_flush_lsn)::bigint::text, ''),
 		coalesce(s.wal_status, ''), coalesce(s.safe_wal_size::text, ''),
 		coalesce(r.application_name, ''), coalesce(host(r.client_addr), ''), coalesce(s.database, ''),
-		coalesce(to_jsonb(s) ->> 'invalidation_reason', ''), coalesce(to_jsonb(s) ->> 'conflicting', '')
+		coalesce(to_jsonb(s) ->> 'invalidation_reason', ''), coalesce(to_jsonb(s) ->> 'conflicting', ''),
+		coalesce(to_jsonb(s) ->> 'failover', ''), coalesce(to_jsonb(s) ->> 'synced', '')
 		FROM pg_replication_slots s LEFT JOIN pg_stat_replication r ON r.pid = s.active_pid WHERE s.slot_name = `+literal(slot))
 	if err != nil {
 		return slotState{}, fmt.Errorf("read replication slot %q: %w", slot, err)
@@ -137,6 +140,7 @@ func readSlot(ctx context.Context, conn *pgconn.PgConn, slot string) (slotState,
 	case st.walStatus == "lost":
 		st.invalid = "wal_status = lost: WAL it needed was removed, past max_slot_wal_keep_size"
 	}
+	st.failover, st.synced = r[13] == "true", r[14] == "true"
 	st.holder = "PID " + st.activePID
 	if r[8] != "" || r[9] != "" {
 		st.holder += fmt.Sprintf(" (application_name %q, client %s)", r[8], orUnknown(r[9], "local socket"))

@@ -74,14 +74,9 @@ func Recreate(ctx context.Context, cfg Config, before func(context.Context, *pgc
 		return continuity.Facts{}, fmt.Errorf("create replication slot %q: %w", cfg.Slot, explain(err))
 	}
 	defer func() { _, _ = query(context.Background(), conn, "ROLLBACK") }()
-	res, err := pglogrepl.CreateReplicationSlot(ctx, conn, cfg.Slot, "pgoutput",
-		pglogrepl.CreateReplicationSlotOptions{Mode: pglogrepl.LogicalReplication, SnapshotAction: "USE_SNAPSHOT"})
+	cp, err := createLogicalSlot(ctx, conn, cfg, srv.version, srv.versionText)
 	if err != nil {
 		return continuity.Facts{}, fmt.Errorf("create replication slot %q: %w", cfg.Slot, explain(err))
-	}
-	cp, err := pglogrepl.ParseLSN(res.ConsistentPoint)
-	if err != nil {
-		return continuity.Facts{}, fmt.Errorf("replication slot %q: consistent point %q: %w", cfg.Slot, res.ConsistentPoint, err)
 	}
 	cfg.Logger.Info("created replication slot with a snapshot", "slot", cfg.Slot, "consistent_point", cp.String())
 	if err := read(ctx, conn, cp); err != nil {

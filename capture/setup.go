@@ -10,7 +10,6 @@ import (
 	"strconv"
 	"strings"
 
-	"github.com/jackc/pglogrepl"
 	"github.com/jackc/pgx/v5/pgconn"
 )
 
@@ -64,12 +63,12 @@ func ensure(ctx context.Context, conn *pgconn.PgConn, cfg Config) (slotState, er
 		if st.invalid != "" {
 			return slotState{}, &PermanentError{errors.New(slotLostProblem(cfg.Slot))}
 		}
-		return st, nil
+		return st, makeFailover(ctx, conn, cfg, st, srv.version, srv.versionText)
 	}
 	if srv.slotsUsed >= srv.maxSlots {
 		return slotState{}, errors.New(slotsFullProblem(cfg.Slot, srv.slotsUsed, srv.maxSlots))
 	}
-	if err := createSlot(ctx, conn, cfg); err != nil {
+	if err := createSlot(ctx, conn, cfg, srv); err != nil {
 		return slotState{}, err
 	}
 	st, err = readSlot(ctx, conn, cfg.Slot)
@@ -85,7 +84,7 @@ const preSlotCap = 10000
 // publishes a row committed before that. createSlot warns of such rows,
 // counted in the slot's own snapshot: exactly what came before it, not
 // what commits meanwhile.
-func createSlot(ctx context.Context, conn *pgconn.PgConn, cfg Config) error {
+func createSlot(ctx context.Context, conn *pgconn.PgConn, cfg Config, srv server) error {
 	// CREATE_REPLICATION_SLOT ... USE_SNAPSHOT must come first in a
 	// read-only REPEATABLE READ transaction. A slot is not transactional:
 	// it stays whether this transaction commits or not.
@@ -93,8 +92,7 @@ func createSlot(ctx context.Context, conn *pgconn.PgConn, cfg Config) error {
 		return fmt.Errorf("create replication slot %q: %w", cfg.Slot, explain(err))
 	}
 	defer func() { _, _ = query(context.Background(), conn, "ROLLBACK") }()
-	_, err := pglogrepl.CreateReplicationSlot(ctx, conn, cfg.Slot, "pgoutput",
-		pglogrepl.CreateReplicationSlotOptions{Mode: pglogrepl.LogicalReplication, SnapshotAction: "USE_SNAPSHOT"})
+	_, err := createLogicalSlot(ctx, conn, cfg, srv.version, srv.versionText)
 	var pgErr *pgconn.PgError
 	if errors.As(err, &pgErr) && pgErr.Code == "42710" { // created meanwhile by a peer
 		return nil

@@ -47,6 +47,9 @@ type Postgres struct {
 	Slot string `yaml:"slot"`
 	// Publication is created if missing, FOR TABLE the outbox table.
 	Publication string `yaml:"publication"`
+	// FailoverSlot is "auto" (the default: a failover slot from PostgreSQL
+	// 17), "on" or "off".
+	FailoverSlot string `yaml:"failover_slot"`
 }
 
 // Outbox describes where events come from: outbox tables, logical

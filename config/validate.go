@@ -54,6 +54,11 @@ func (v *validator) postgres(p Postgres) {
 	if !slotRE.MatchString(p.Slot) {
 		v.fail("postgres.slot", "must be 1 to 63 lower-case letters, digits or '_' (a Postgres replication slot name); got %q", p.Slot)
 	}
+	switch p.FailoverSlot {
+	case "", "auto", "on", "off":
+	default:
+		v.fail("postgres.failover_slot", "must be auto, on or off; got %q", p.FailoverSlot)
+	}
 	if !publicationRE.MatchString(p.Publication) {
 		v.fail("postgres.publication", "must be an identifier of letters, digits and '_', not starting with a digit, at most 63 bytes; got %q", p.Publication)
 	}

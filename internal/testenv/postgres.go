@@ -200,7 +200,8 @@ func (p *Postgres) ready() (bool, error) {
 		return false, err
 	}
 	defer conn.Close(ctx)
-	_, err = conn.Exec(ctx, `DO $$BEGIN CREATE ROLE `+PasswordAuthRole+` NOLOGIN;
+	// A standby is read-only; it has the role from its primary.
+	_, err = conn.Exec(ctx, `DO $$BEGIN IF NOT pg_is_in_recovery() THEN CREATE ROLE `+PasswordAuthRole+` NOLOGIN; END IF;
 		EXCEPTION WHEN duplicate_object THEN NULL; END$$`)
 	if err != nil {
 		return false, fmt.Errorf("create role %s: %w", PasswordAuthRole, err)
