@@ -62,7 +62,8 @@ func newHAEnv(t *testing.T, major int, syncSlots bool) *haEnv {
 }
 
 // slotFlags returns the relay slot's failover and synced flags on pg, and
-// whether it exists.
+// whether it exists (as a persistent slot: a standby creates a synced slot
+// as temporary until it has caught up, and drops it at promotion).
 func slotFlags(t *testing.T, pg *testenv.Postgres) (exists, failover, synced bool) {
 	t.Helper()
 	ctx := context.Background()
@@ -71,7 +72,7 @@ func slotFlags(t *testing.T, pg *testenv.Postgres) (exists, failover, synced boo
 		t.Fatal(err)
 	}
 	defer conn.Close(ctx)
-	err = conn.QueryRow(ctx, "SELECT true, coalesce((to_jsonb(s) ->> 'failover')::bool, false), coalesce((to_jsonb(s) ->> 'synced')::bool, false) FROM pg_replication_slots s WHERE slot_name = 'outboxrelay'").Scan(&exists, &failover, &synced)
+	err = conn.QueryRow(ctx, "SELECT true, coalesce((to_jsonb(s) ->> 'failover')::bool, false), coalesce((to_jsonb(s) ->> 'synced')::bool, false) FROM pg_replication_slots s WHERE slot_name = 'outboxrelay' AND NOT temporary").Scan(&exists, &failover, &synced)
 	if err != nil && !strings.Contains(err.Error(), "no rows") {
 		t.Fatal(err)
 	}
