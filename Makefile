@@ -4,7 +4,7 @@ VERSION ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo dev)
 # The same flags as the Dockerfile: a static, reproducible binary.
 LDFLAGS := -s -w -X main.version=$(VERSION)
 
-.PHONY: all build test test-pg vet demo bench fuzz soak clean prereqs
+.PHONY: all build test test-pg pg-fetch vet demo bench fuzz soak clean prereqs
 
 all: build
 
@@ -24,7 +24,7 @@ vet:
 	$(GO) vet ./...
 	@test -z "$$(gofmt -l $$(git ls-files '*.go' 2>/dev/null || find . -name '*.go'))" || { echo "gofmt needed:"; gofmt -l .; exit 1; }
 
-test: prereqs vet ## go vet + every test under -race on Debian's Postgres, then test-pg
+test: prereqs vet pg-fetch ## go vet + every test under -race on Debian's Postgres, then test-pg
 	NATS_SERVER_BIN=$(CURDIR)/bin/nats-server $(GO) test -race -count=1 -timeout 25m ./...
 	@NATS_SERVER_BIN=$(CURDIR)/bin/nats-server $(GO) test -count=1 -v -run '^TestPostgresVersion$$' ./e2e/ | grep 'PostgreSQL'
 	$(MAKE) --no-print-directory test-pg
@@ -33,6 +33,9 @@ test: prereqs vet ## go vet + every test under -race on Debian's Postgres, then 
 # and the e2e tests of the core scenario that run on each.
 PG_VERSIONS ?= 14 16 17 18
 PG_CORE_TESTS = ^(TestPostgresVersion|TestDelivery|TestDeliveryMessages|TestAckAfterDurable|TestRestart|TestIdleSlotAdvances|TestRelayKill9|TestRelayKill9Messages|TestPostgresRestart)$$
+
+pg-fetch: ## fetch, once, the Postgres versions besides Debian's (the failover tests need 16, 17 and 18)
+	@for v in $(PG_VERSIONS); do .ci/pgfetch $$v >/dev/null || exit 1; done
 
 test-pg: bin/nats-server ## the core e2e scenario on each of PG_VERSIONS; every version runs, failures are listed at the end
 	@failed=; for v in $(PG_VERSIONS); do \

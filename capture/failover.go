@@ -11,6 +11,7 @@ import (
 
 	"github.com/jackc/pglogrepl"
 	"github.com/jackc/pgx/v5/pgconn"
+	"github.com/outboxrelay/outboxrelay/internal/report"
 )
 
 // failoverSlot says whether the slot should be a failover slot on a server
@@ -68,4 +69,35 @@ func makeFailover(ctx context.Context, conn *pgconn.PgConn, cfg Config, st slotS
 
 func failoverVersionProblem(version string) string {
 	return fmt.Sprintf("postgres.failover_slot is on, but failover slots need PostgreSQL 17 or later, and this server is %s: set postgres.failover_slot to auto or off", version)
+}
+
+// checkFailover reports whether the slot survives a failover: from
+// PostgreSQL 17 it must be a failover slot, and the primary should hold
+// logical replication back until the standby has the WAL
+// (synchronized_standby_slots).
+func (p *preflight) checkFailover(ctx context.Context, srv server, st slotState, slotErr error) {
+	const item = "postgres failover"
+	want, err := p.cfg.failoverSlot(srv.version, srv.versionText)
+	if err != nil {
+		p.add(report.Fail, item, "%v", err)
+		return
+	}
+	if !want || slotErr != nil {
+		return
+	}
+	if st.exists && !st.failover && !st.synced {
+		p.add(report.Warn, item, "slot %q is not a failover slot, so a standby does not keep it, and after a failover the relay stops until it is recovered: the relay makes it one at its next start (postgres.failover_slot: auto), or run ALTER_REPLICATION_SLOT %s (FAILOVER true) on a replication connection", p.cfg.Slot, ident(p.cfg.Slot))
+	}
+	rows, err := query(ctx, p.conn, "SELECT coalesce(current_setting('synchronized_standby_slots', true), ''), (SELECT count(*) FROM pg_replication_slots WHERE slot_type = 'physical')")
+	if err != nil || len(rows) != 1 {
+		return
+	}
+	if rows[0][1] == "0" {
+		return // no standby streams through a slot: nothing to fail over to
+	}
+	if rows[0][0] == "" {
+		p.add(report.Warn, item, "synchronized_standby_slots is not set: the relay may publish changes a standby has not received, which a failover to it loses from the database but not from the stream: set it to the standby's physical slot; the standby needs sync_replication_slots = on, hot_standby_feedback = on, primary_slot_name, and dbname in primary_conninfo")
+		return
+	}
+	p.add(report.OK, item, "the slot is, or is created as, a failover slot, and synchronized_standby_slots is %s; a standby needs sync_replication_slots = on, hot_standby_feedback = on, primary_slot_name, and dbname in primary_conninfo", rows[0][0])
 }

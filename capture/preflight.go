@@ -100,6 +100,7 @@ func (p *preflight) run(ctx context.Context) {
 	tables := p.checkTables(ctx)
 	p.checkPublication(ctx, tables)
 	p.checkSlot(srv, slot, slotErr, replOK)
+	p.checkFailover(ctx, srv, slot, slotErr)
 }
 
 // one runs a query that returns one value.

@@ -184,6 +184,9 @@ func TestFailoverSlot(t *testing.T) {
 			if _, failover, _ := slotFlags(t, h.primary); !failover {
 				t.Fatal("the relay's slot on the primary is not a failover slot")
 			}
+			if code, out := h.command("check"); code != 0 || !strings.Contains(out, "ok    postgres failover: the slot is, or is created as, a failover slot, and synchronized_standby_slots is standby_1") {
+				t.Fatalf("check: exit %d, want 0 and the failover line\n%s", code, out)
+			}
 			var mu sync.Mutex
 			current := h.primary
 			w := startWriter(t, ev, func() *testenv.Postgres { mu.Lock(); defer mu.Unlock(); return current })
@@ -277,4 +280,25 @@ func TestPromotionWithoutSyncedSlot(t *testing.T) {
 	ev.insert(t, h.env, 20, false)
 	h.waitStreamCount(js, ev.w.Committed(), time.Minute)
 	verify(t, readStream(t, js), ev.w)
+}
+
+// TestExistingSlotMadeFailover: on PostgreSQL 17 a slot created without
+// FAILOVER (by hand, or by an earlier version) is reported by check, and
+// made a failover slot by the relay before it streams.
+func TestExistingSlotMadeFailover(t *testing.T) {
+	h := newHAEnv(t, 17, true)
+	if err := h.primary.Exec(context.Background(), "SELECT pg_create_logical_replication_slot('outboxrelay', 'pgoutput')"); err != nil {
+		t.Fatal(err)
+	}
+	code, out := h.command("check")
+	if code != 0 || !strings.Contains(out, `warn  postgres failover: slot "outboxrelay" is not a failover slot`) {
+		t.Fatalf("check: exit %d, want 0 and a warning that the slot is not a failover slot\n%s", code, out)
+	}
+	relay := h.startRelay()
+	if _, failover, _ := slotFlags(t, h.primary); !failover {
+		t.Fatalf("the relay did not make the slot a failover slot:\n%s", relay.Output())
+	}
+	if !strings.Contains(relay.Output(), "made the replication slot a failover slot") {
+		t.Fatalf("the relay does not log that it made the slot a failover slot:\n%s", relay.Output())
+	}
 }

@@ -7,7 +7,6 @@ import (
 	"io/fs"
 	"os"
 	"path/filepath"
-	"strconv"
 	"strings"
 	"testing"
 )
@@ -198,7 +197,3 @@ func copyFile(src, dst string, mode fs.FileMode) error {
 	}
 	return out.Close()
 }
-
-// PostgresBinDirFor finds PostgreSQL major's server binaries (see
-// versionBinDir), for a test that needs a version of its own.
-func PostgresBinDirFor(major int) (string, error) { return versionBinDir(strconv.Itoa(major)) }

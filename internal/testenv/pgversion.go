@@ -6,6 +6,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"regexp"
+	"strconv"
 )
 
 // versionBinDir finds PostgreSQL major's server binaries, so the tests can
@@ -14,9 +15,19 @@ import (
 // <major>` unpacks them. Whichever it is must hold that major version: a
 // matrix run that silently tested another version would prove nothing.
 func versionBinDir(major string) (string, error) {
+	return findVersion(major, os.Getenv("PG_BINDIR"))
+}
+
+// PostgresBinDirFor finds PostgreSQL major's server binaries for a test
+// that needs that version whatever PG_VERSION is (the failover tests need
+// 17 and 18): in /usr/lib/postgresql/<major>/bin, else where `.ci/pgfetch
+// <major>` unpacks them. make test fetches them first.
+func PostgresBinDirFor(major int) (string, error) { return findVersion(strconv.Itoa(major), "") }
+
+func findVersion(major, pgBinDir string) (string, error) {
 	fix := fmt.Sprintf("run `.ci/pgfetch %s` to download them once (needs npm), or set PG_BINDIR to a PostgreSQL %s bindir", major, major)
-	dirs := []string{os.Getenv("PG_BINDIR")}
-	if dirs[0] == "" {
+	dirs := []string{pgBinDir}
+	if pgBinDir == "" {
 		dirs = []string{filepath.Join("/usr/lib/postgresql", major, "bin"), filepath.Join(pgCacheDir(), major, "package", "native", "bin")}
 	}
 	for _, d := range dirs {
@@ -28,11 +39,11 @@ func versionBinDir(major string) (string, error) {
 			return "", err
 		}
 		if got != major {
-			return "", fmt.Errorf("PG_VERSION=%s but %s holds PostgreSQL %s: %s", major, d, got, fix)
+			return "", fmt.Errorf("need PostgreSQL %s, but %s holds PostgreSQL %s: %s", major, d, got, fix)
 		}
 		return d, nil
 	}
-	return "", fmt.Errorf("PG_VERSION=%s but no PostgreSQL %s server binaries in %v: %s", major, major, dirs, fix)
+	return "", fmt.Errorf("need PostgreSQL %s, but found no PostgreSQL %s server binaries in %v: %s", major, major, dirs, fix)
 }
 
 // pgCacheDir is where .ci/pgfetch unpacks: $PG_CACHE, else
