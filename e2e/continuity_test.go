@@ -535,3 +535,27 @@ func TestSlotInvalidated(t *testing.T) {
 	e.waitStreamCount(js, ev.w.Committed(), time.Minute)
 	verify(t, readStream(t, js), ev.w)
 }
+
+// TestStreamAheadOfRestoredBackup: the database is restored from a backup
+// taken before the stream's last events (same cluster, earlier WAL). The
+// relay pointed at it refuses to stream, and so does recover.
+func TestStreamAheadOfRestoredBackup(t *testing.T) {
+	e := newEnv(t)
+	js := e.js()
+	ev := newEvents()
+	relay := e.startRelay()
+	ev.insert(t, e, 100, false)
+	e.waitStreamCount(js, 100, time.Minute)
+	backup := testenv.ClonePostgres(t, e.pg, testenv.CloneOptions{})
+	ev.insert(t, e, 200, false)
+	e.waitStreamCount(js, 300, time.Minute)
+	e.stopRelay(relay)
+
+	writeFile(t, e.cfgPath, relayConfig{PGURL: backup.URL(), NATSURL: e.natsURL, HTTP: e.httpAddr}.yaml())
+	relay = testenv.StartProcess(t, e.bin, "run", "-config", e.cfgPath)
+	e.waitContinuityStop(relay, "ahead of the server's current WAL position", 30*time.Second)
+	stopHalted(t, relay, "the database is a restored backup, or another cluster")
+	if code, out := e.recover(); code != 1 || !strings.Contains(out, "recovery cannot continue this stream") {
+		t.Fatalf("recover against the restored backup: exit %d, want 1 and a refusal\n%s", code, out)
+	}
+}
