@@ -88,6 +88,7 @@ type Capture struct {
 	// checked is the WAL position of the session's last publication check
 	// that found nothing changed: the slot is never confirmed past it.
 	checked atomic.Uint64
+	poke    chan struct{} // asks watch for a check now; capacity 1
 	lastErr atomic.Pointer[string]
 	halt    atomic.Pointer[continuity.Error]
 }
@@ -110,7 +111,7 @@ func New(cfg Config, pos Positioner) *Capture {
 		cfg.Logger = slog.Default()
 	}
 	cfg.Logger = cfg.Logger.With("slot", cfg.Slot)
-	return &Capture{cfg: cfg, pos: pos, out: make(chan Message, cfg.Buffer), log: cfg.Logger}
+	return &Capture{cfg: cfg, pos: pos, out: make(chan Message, cfg.Buffer), log: cfg.Logger, poke: make(chan struct{}, 1)}
 }
 
 // Messages returns the stream of messages. It is never closed.
@@ -387,7 +388,14 @@ func (c *Capture) emit(ctx context.Context, conn *pgconn.PgConn, floor pglogrepl
 }
 
 func (c *Capture) sendStatus(conn *pgconn.PgConn, floor pglogrepl.LSN, replyRequested bool) error {
-	lsn := max(min(c.pos.Watermark(), pglogrepl.LSN(c.checked.Load())), floor)
+	wm, checked := c.pos.Watermark(), pglogrepl.LSN(c.checked.Load())
+	if wm > checked {
+		select { // the position waits for a publication check: ask for one
+		case c.poke <- struct{}{}:
+		default:
+		}
+	}
+	lsn := max(min(wm, checked), floor)
 	_ = conn.Conn().SetWriteDeadline(time.Now().Add(10 * time.Second))
 	// Write, flush and apply all carry the watermark: Postgres pings a client
 	// whose reported write position is behind, which is what makes it send

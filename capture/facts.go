@@ -5,6 +5,8 @@ package capture
 
 import (
 	"context"
+	"errors"
+	"math"
 	"fmt"
 	"strings"
 	"time"
@@ -77,11 +79,12 @@ func fingerprint(ctx context.Context, conn *pgconn.PgConn, pub string, tables []
 // streaming.
 const DefaultCheckInterval = 10 * time.Second
 
-// watch re-reads the publication's fingerprint every cfg.CheckInterval on
-// a connection of its own, and advances c.checked to the WAL position read
+// watch re-reads the publication's fingerprint every cfg.CheckInterval, and
+// soon after a poke (when the confirmed position waits for a check), on a
+// connection of its own. It advances c.checked to the WAL position read
 // before each check that found it unchanged: a change committed before that
-// position is visible to the check. When the fingerprint changed it
-// returns the continuity error. It returns nil when ctx ends.
+// position is visible to the check. When the fingerprint changed it returns
+// the continuity error. It returns nil when ctx ends.
 func (c *Capture) watch(ctx context.Context, was string, version int) error {
 	var conn *pgconn.PgConn
 	defer func() {
@@ -91,16 +94,28 @@ func (c *Capture) watch(ctx context.Context, was string, version int) error {
 	}()
 	t := time.NewTicker(c.cfg.CheckInterval)
 	defer t.Stop()
+	var last time.Time
 	for {
 		select {
 		case <-ctx.Done():
 			return nil
 		case <-t.C:
+		case <-c.poke:
+			if wait := time.Until(last.Add(minCheckGap)); wait > 0 {
+				select {
+				case <-ctx.Done():
+					return nil
+				case <-time.After(wait):
+				}
+			}
 		}
+		last = time.Now()
 		if conn == nil {
 			var err error
 			if conn, err = connectPlain(ctx, c.cfg.URL); err != nil {
-				c.log.Warn("publication check: cannot connect; the slot is not confirmed past the last check until it can", "err", err)
+				if ctx.Err() == nil && !c.shuttingDown(err) {
+					c.log.Warn("publication check: cannot connect; the slot is not confirmed past the last check until it can", "err", err)
+				}
 				continue
 			}
 		}
@@ -111,7 +126,9 @@ func (c *Capture) watch(ctx context.Context, was string, version int) error {
 			if ctx.Err() != nil {
 				return nil
 			}
-			c.log.Warn("publication check failed; the slot is not confirmed past the last check until it succeeds", "err", err)
+			if !c.shuttingDown(err) {
+				c.log.Warn("publication check failed; the slot is not confirmed past the last check until it succeeds", "err", err)
+			}
 			conn.Close(context.Background())
 			conn = nil
 			continue
@@ -121,6 +138,26 @@ func (c *Capture) watch(ctx context.Context, was string, version int) error {
 		}
 		c.checked.Store(uint64(lsn))
 	}
+}
+
+// minCheckGap is the least time between two publication checks.
+const minCheckGap = time.Second
+
+// shuttingDown reports whether err says that Postgres is shutting down.
+// Its walsender then waits for the relay to confirm the final position
+// before it exits, and no transaction can commit any more, so the checks
+// stop holding the confirmed position back: were a change committed since
+// the last check, the next session's start finds it against the stream's
+// recorded fingerprint.
+func (c *Capture) shuttingDown(err error) bool {
+	var pgErr *pgconn.PgError
+	if !errors.As(err, &pgErr) || (pgErr.Code != "57P03" && pgErr.Code != "57P01") {
+		return false
+	}
+	if c.checked.Swap(math.MaxUint64) != math.MaxUint64 {
+		c.log.Info("postgres is shutting down; confirming its final position", "err", err)
+	}
+	return true
 }
 
 func (c *Capture) check(ctx context.Context, conn *pgconn.PgConn, version int) (string, pglogrepl.LSN, error) {
