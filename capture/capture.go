@@ -209,28 +209,42 @@ func isSlotActive(err error) bool {
 	return errors.Is(err, ErrSlotActive) || errors.As(err, &pgErr) && pgErr.Code == "55006"
 }
 
+// SetupTimeout bounds a session's setup: the connect, the setup queries,
+// the continuity check and START_REPLICATION. A link that goes silent
+// during setup (a partition, a dead NAT entry) fails it then, rather than
+// after the kernel's TCP timeouts.
+const SetupTimeout = 20 * time.Second
+
+// SilenceTimeout is how long the replication connection may stay silent
+// (no message from Postgres, after asking for a reply) before the capture
+// treats it as dead and reconnects.
+const SilenceTimeout = 20 * time.Second
+
 // session runs one replication connection. started reports whether
 // START_REPLICATION succeeded.
 func (c *Capture) session(ctx context.Context) (started bool, err error) {
-	conn, err := connect(ctx, c.cfg.URL, readCoalesce)
+	setup, cancelSetup := context.WithTimeout(ctx, SetupTimeout)
+	defer cancelSetup()
+	conn, err := connect(setup, c.cfg.URL, readCoalesce)
 	if err != nil {
-		return false, err
+		return false, setupErr(setup, err)
 	}
 	defer conn.Close(context.Background())
 
-	slot, err := ensure(ctx, conn, c.cfg) // ErrSlotActive when another process streams it
+	slot, err := ensure(setup, conn, c.cfg) // ErrSlotActive when another process streams it
 	if err != nil {
-		return false, err
+		return false, setupErr(setup, err)
 	}
 	args := []string{"proto_version '1'", "publication_names " + literal(c.cfg.Publication)}
 	if c.cfg.Messages {
 		args = append(args, "messages 'true'")
 	}
 	// Start at 0/0: Postgres resumes from the slot's confirmed position.
-	err = pglogrepl.StartReplication(ctx, conn, c.cfg.Slot, 0, pglogrepl.StartReplicationOptions{PluginArgs: args})
+	err = pglogrepl.StartReplication(setup, conn, c.cfg.Slot, 0, pglogrepl.StartReplicationOptions{PluginArgs: args})
 	if err != nil {
-		return false, fmt.Errorf("start replication on slot %q: %w", c.cfg.Slot, explain(err))
+		return false, setupErr(setup, fmt.Errorf("start replication on slot %q: %w", c.cfg.Slot, explain(err)))
 	}
+	cancelSetup() // from here the stream loop's own deadlines apply
 	// The slot never moves back: confirm nothing below where it stands.
 	floor := slot.confirmed
 	// Nor past what the last publication check covered: at first where
@@ -286,7 +300,7 @@ func (c *Capture) stream(ctx context.Context, conn *pgconn.PgConn, floor pglogre
 			// Ask for a reply when the server has been quiet, so a dead
 			// connection shows up as silence within a few seconds.
 			quiet := now.Sub(lastHeard)
-			if quiet > 30*time.Second+6*c.cfg.StatusInterval {
+			if quiet > SilenceTimeout {
 				return fmt.Errorf("no message from postgres for %s", quiet.Round(time.Second))
 			}
 			if err := c.sendStatus(conn, floor, quiet > 5*c.cfg.StatusInterval); err != nil {
@@ -348,6 +362,14 @@ func (c *Capture) stream(ctx context.Context, conn *pgconn.PgConn, floor pglogre
 			return errors.New("postgres ended the replication stream")
 		}
 	}
+}
+
+// setupErr says when a setup step failed because it ran out of time.
+func setupErr(setup context.Context, err error) error {
+	if errors.Is(setup.Err(), context.DeadlineExceeded) {
+		return fmt.Errorf("session setup took longer than %s (a silent link to postgres?): %w", SetupTimeout, err)
+	}
+	return err
 }
 
 // clockEvery is how many messages the stream loop receives between reads of

@@ -111,8 +111,11 @@ func (c *Capture) watch(ctx context.Context, was string, version int) error {
 		}
 		last = time.Now()
 		if conn == nil {
+			cctx, cancel := context.WithTimeout(ctx, 10*time.Second)
 			var err error
-			if conn, err = connectPlain(ctx, c.cfg.URL); err != nil {
+			conn, err = connectPlain(cctx, c.cfg.URL)
+			cancel()
+			if err != nil {
 				if ctx.Err() == nil && !c.shuttingDown(err) {
 					c.log.Warn("publication check: cannot connect; the slot is not confirmed past the last check until it can", "err", err)
 				}

@@ -66,6 +66,9 @@ func New(cfg Config, confirmed func() pglogrepl.LSN) *Cleaner {
 // Deleted returns how many rows were deleted.
 func (c *Cleaner) Deleted() uint64 { return c.deleted.Load() }
 
+// deadline bounds a connect and a step.
+const deadline = time.Minute
+
 // Run cleans until ctx ends. Errors are logged and retried at the next
 // tick: cleanup never stops the relay.
 func (c *Cleaner) Run(ctx context.Context) {
@@ -86,14 +89,21 @@ func (c *Cleaner) Run(ctx context.Context) {
 		case <-t.C:
 		}
 		if conn == nil || conn.IsClosed() {
+			cctx, cancel := context.WithTimeout(ctx, deadline)
 			var err error
-			if conn, err = pgx.Connect(ctx, c.cfg.URL); err != nil {
+			conn, err = pgx.Connect(cctx, c.cfg.URL)
+			cancel()
+			if err != nil {
 				conn = nil
 				failing = c.warn(failing, "cannot connect to postgres", err)
 				continue
 			}
 		}
-		if err := c.step(ctx, conn, time.Now()); err != nil {
+		// A silent link fails the step at the deadline rather than hang it.
+		sctx, cancel := context.WithTimeout(ctx, deadline)
+		err := c.step(sctx, conn, time.Now())
+		cancel()
+		if err != nil {
 			if ctx.Err() != nil {
 				return
 			}
