@@ -235,7 +235,10 @@ func (c *Capture) session(ctx context.Context) (started bool, err error) {
 	if err != nil {
 		return false, setupErr(setup, err)
 	}
-	args := []string{"proto_version '1'", "publication_names " + literal(c.cfg.Publication)}
+	// pgoutput splits publication_names like a list of SQL identifiers,
+	// folding unquoted ones to lower case: quote the name, so "MyPub" or
+	// "a, b" is the one publication it names.
+	args := []string{"proto_version '1'", "publication_names " + literal(ident(c.cfg.Publication))}
 	if c.cfg.Messages {
 		args = append(args, "messages 'true'")
 	}

@@ -46,12 +46,15 @@ func newEnv(t *testing.T, settings map[string]string) *env {
 	return &env{t: t, pg: pg, conn: conn}
 }
 
-// run starts a capture of the outbox table; zero fields of cfg get test
-// defaults. The returned stop cancels it and checks that Run returned nil;
+// run starts a capture of the outbox table; zero fields of cfg (and the
+// URL and tables always) get test defaults. The returned stop cancels it and checks that Run returned nil;
 // cleanup calls it too.
 func (e *env) run(cfg capture.Config, pos capture.Positioner) (c *capture.Capture, stop func()) {
 	e.t.Helper()
-	cfg.URL, cfg.Publication, cfg.Tables = e.pg.URL(), "outbox_pub", []string{"public.outbox"}
+	cfg.URL, cfg.Tables = e.pg.URL(), []string{"public.outbox"}
+	if cfg.Publication == "" {
+		cfg.Publication = "outbox_pub"
+	}
 	if cfg.StatusInterval == 0 {
 		cfg.StatusInterval = 100 * time.Millisecond
 	}

@@ -17,10 +17,12 @@ var badConfigs = []struct {
 	{"empty file", "", "config: postgres.url: is required"},
 	{"postgres url bad port", "postgres: {url: 'postgres://relay@localhost:99999/app'}", "config: postgres.url: invalid connection string: "},
 	{"postgres url bad sslmode", "postgres: {url: 'postgres://relay@localhost/app?sslmode=sometimes'}", "config: postgres.url: invalid connection string: failed to configure TLS (sslmode is invalid)"},
-	{"slot upper case", pg + "  slot: Outbox-Relay\n", `config: postgres.slot: must be 1 to 63 lower-case letters, digits or '_'`},
-	{"slot too long", pg + "  slot: " + strings.Repeat("s", 64) + "\n", "config: postgres.slot: "},
-	{"slot empty", pg + "  slot: ''\n", "config: postgres.slot: "},
-	{"publication digit first", pg + "  publication: 1pub\n", "config: postgres.publication: must be an identifier"},
+	{"slot upper case", pg + "  slot: Outbox-Relay\n", `config: postgres.slot: must be 1 to 63 lower-case letters, digits or '_', which Postgres requires of a replication slot name; got "Outbox-Relay": use "outbox_relay"`},
+	{"slot with space", pg + "  slot: 'relay 1'\n", `config: postgres.slot: must be 1 to 63 lower-case letters, digits or '_', which Postgres requires of a replication slot name; got "relay 1": use "relay_1"`},
+	{"slot too long", pg + "  slot: " + strings.Repeat("s", 64) + "\n", `config: postgres.slot: must be 1 to 63 lower-case letters, digits or '_', which Postgres requires of a replication slot name; got "` + strings.Repeat("s", 64) + `": use "` + strings.Repeat("s", 63) + `"`},
+	{"slot empty", pg + "  slot: ''\n", `config: postgres.slot: must be 1 to 63 lower-case letters, digits or '_', which Postgres requires of a replication slot name; got "": use "outboxrelay"`},
+	{"publication too long", pg + "  publication: " + strings.Repeat("p", 64) + "\n", `config: postgres.publication: must be 1 to 63 bytes (a Postgres identifier, without NUL); got "` + strings.Repeat("p", 64) + `"`},
+	{"publication empty", pg + "  publication: ''\n", `config: postgres.publication: must be 1 to 63 bytes`},
 	{"table three parts", pg + "outbox: {table: a.b.c}\n", `config: outbox.table: must be name or schema.name`},
 	{"table quoted", pg + "outbox: {table: '\"Outbox\"'}\n", `config: outbox.table: `},
 	{"table empty schema", pg + "outbox: {table: .outbox}\n", `config: outbox.table: `},
@@ -167,6 +169,18 @@ func TestAllErrorsReported(t *testing.T) {
 	for i, w := range want {
 		if !strings.HasPrefix(lines[i], w) {
 			t.Errorf("error %d = %q, want prefix %q", i, lines[i], w)
+		}
+	}
+}
+
+// TestPublicationNames: any publication name Postgres can store is
+// accepted, since the relay quotes it; upper case, spaces, commas and
+// quotes included (pgoutput would fold or split them unquoted).
+func TestPublicationNames(t *testing.T) {
+	for _, name := range []string{"MyPub", "Outbox Events, v2", `say "hi"`, "1pub", strings.Repeat("p", 63)} {
+		c := mustParse(t, pg+"  publication: '"+name+"'\n", nil)
+		if c.Postgres.Publication != name {
+			t.Errorf("publication %q parsed as %q", name, c.Postgres.Publication)
 		}
 	}
 }

@@ -36,9 +36,8 @@ func (c Config) validate() []*Error {
 }
 
 var (
-	slotRE        = regexp.MustCompile(`^[a-z0-9_]{1,63}$`)
-	publicationRE = regexp.MustCompile(`^[A-Za-z_][A-Za-z0-9_]{0,62}$`)
-	tableIdentRE  = regexp.MustCompile(`^[A-Za-z_][A-Za-z0-9_$]{0,62}$`)
+	slotRE       = regexp.MustCompile(`^[a-z0-9_]{1,63}$`)
+	tableIdentRE = regexp.MustCompile(`^[A-Za-z_][A-Za-z0-9_$]{0,62}$`)
 )
 
 func (v *validator) postgres(p Postgres) {
@@ -52,16 +51,36 @@ func (v *validator) postgres(p Postgres) {
 		v.fail("postgres.url", "invalid connection string: %s", msg)
 	}
 	if !slotRE.MatchString(p.Slot) {
-		v.fail("postgres.slot", "must be 1 to 63 lower-case letters, digits or '_' (a Postgres replication slot name); got %q", p.Slot)
+		v.fail("postgres.slot", "must be 1 to 63 lower-case letters, digits or '_', which Postgres requires of a replication slot name; got %q: use %q", p.Slot, slotName(p.Slot))
 	}
 	switch p.FailoverSlot {
 	case "", "auto", "on", "off":
 	default:
 		v.fail("postgres.failover_slot", "must be auto, on or off; got %q", p.FailoverSlot)
 	}
-	if !publicationRE.MatchString(p.Publication) {
-		v.fail("postgres.publication", "must be an identifier of letters, digits and '_', not starting with a digit, at most 63 bytes; got %q", p.Publication)
+	// Any publication name works, the relay quotes it everywhere; Postgres
+	// would silently truncate a longer one, and cannot store a NUL.
+	if n := len(p.Publication); n == 0 || n > 63 || strings.ContainsRune(p.Publication, 0) {
+		v.fail("postgres.publication", "must be 1 to 63 bytes (a Postgres identifier, without NUL); got %q", p.Publication)
 	}
+}
+
+// slotName is the slot name closest to s that Postgres accepts: lower case,
+// other characters as '_', at most 63 bytes.
+func slotName(s string) string {
+	b := []byte(strings.ToLower(s))
+	for i, c := range b {
+		if !(c >= 'a' && c <= 'z' || c >= '0' && c <= '9') {
+			b[i] = '_'
+		}
+	}
+	if len(b) > 63 {
+		b = b[:63]
+	}
+	if len(b) == 0 {
+		return "outboxrelay"
+	}
+	return string(b)
 }
 
 func (v *validator) outbox(c Config) {

@@ -76,6 +76,12 @@ type Result struct {
 	// Table is "schema.name" of the relation concerned (KindRelation,
 	// KindChange, and KindNone for changes to other relations).
 	Table string
+	// Misfit, for a KindRelation of an outbox table, says which configured
+	// columns the relation lacks; until a later Relation message fits the
+	// configuration again, every insert into it is an invalid event with
+	// this reason, and its KindEvent carries Misfit too. Empty when the
+	// relation fits.
+	Misfit string
 	// Change is "update", "delete" or "truncate" (KindChange).
 	Change string
 
@@ -268,7 +274,7 @@ func (d *Decoder) insert(r *reader) (Result, error) {
 			rel.table, len(d.vals), rel.ncols)
 	}
 	d.tx.events++
-	res := Result{Kind: KindEvent, Table: rel.table}
+	res := Result{Kind: KindEvent, Table: rel.table, Misfit: rel.outbox.misfit}
 	d.fill(&res.Event, rel)
 	return res, nil
 }

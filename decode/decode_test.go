@@ -2,6 +2,7 @@ package decode_test
 
 import (
 	"reflect"
+	"strings"
 	"testing"
 	"time"
 	"unsafe"
@@ -192,34 +193,64 @@ func TestPgCatalogNamespace(t *testing.T) {
 	}
 }
 
+// TestMissingColumn: a relation without a configured column does not stop
+// the decoder; each insert into it is an invalid event that says which
+// column is missing and keeps what it can read, so the invalid_event policy
+// applies and the halt can name the event.
 func TestMissingColumn(t *testing.T) {
+	const cols = "(renamed or dropped? its columns were: id, aggregatetype, agg, type, payload)"
 	for _, tc := range []struct {
-		name  string
-		table decode.Table
-		want  string
+		name   string
+		table  decode.Table
+		rename int // index into debeziumCols of the column renamed to "agg"
+		want   decode.Event
+		reason string
 	}{
-		{"aggregate id", debezium,
-			`outbox table public.outbox has no column "aggregateid" (outbox.columns.aggregate_id)`},
-		{"custom payload", decode.Table{Name: "outbox", Columns: decode.Columns{Payload: "body"}},
-			`outbox table public.outbox has no column "body" (outbox.columns.payload)`},
-		{"header", decode.Table{Name: "outbox", Headers: []decode.HeaderColumn{{Column: "trace", Header: "Trace"}}},
-			`outbox table public.outbox has no column "trace" (outbox.headers.trace)`},
+		{"aggregate id", debezium, 2,
+			decode.Event{ID: "e1", AggregateType: "order", Type: "created", Payload: []byte(`{"n":1}`)},
+			`outbox table public.outbox has no column "aggregateid" (outbox.columns.aggregate_id), as the table was when this row was written ` + cols},
+		{"id", debezium, 0,
+			decode.Event{AggregateType: "order", AggregateID: "42", Type: "created", Payload: []byte(`{"n":1}`)},
+			`outbox table public.outbox has no column "id" (outbox.columns.id), as the table was when this row was written ` +
+				"(renamed or dropped? its columns were: agg, aggregatetype, aggregateid, type, payload)"},
+		{"custom payload", decode.Table{Name: "outbox", Columns: decode.Columns{Payload: "body"}}, 4,
+			decode.Event{ID: "e1", AggregateType: "order", AggregateID: "42", Type: "created"},
+			`outbox table public.outbox has no column "body" (outbox.columns.payload), as the table was when this row was written ` +
+				"(renamed or dropped? its columns were: id, aggregatetype, aggregateid, type, agg)"},
+		{"header and type", decode.Table{Name: "outbox", Headers: []decode.HeaderColumn{{Column: "trace", Header: "Trace"}}}, 3,
+			decode.Event{ID: "e1", AggregateType: "order", AggregateID: "42", Payload: []byte(`{"n":1}`), Headers: []decode.Header{}},
+			`outbox table public.outbox has no column "type" (outbox.columns.type); outbox table public.outbox has no column "trace" (outbox.headers.trace), ` +
+				"as the table was when this row was written (renamed or dropped? its columns were: id, aggregatetype, aggregateid, agg, payload)"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			d := decode.NewDecoder(tc.table)
-			cols := []col{{"id", oidUUID}, {"aggregatetype", oidText}, {"aggregate_id", oidText},
-				{"type", oidText}, {"payload", oidJSONB}}
-			if tc.name != "aggregate id" {
-				cols[2].name = "aggregateid"
+			cols := append([]col(nil), debeziumCols...)
+			cols[tc.rename].name = "agg"
+			res := decodeAll(t, d,
+				relationMsg(outboxRelid, "public", "outbox", cols...),
+				beginMsg(0x500, time.Unix(3, 0), 9),
+				debeziumRow("x", "y", "z", "w", "v"), // another event first, so TxSeq is 2 below
+				debeziumRow("e1", "order", "42", "created", `{"n":1}`))
+			if res[0].Kind != decode.KindRelation || res[0].Misfit != tc.reason {
+				t.Errorf("relation: kind %v, Misfit %q\nwant relation, %q", res[0].Kind, res[0].Misfit, tc.reason)
 			}
-			_, err := d.Decode(relationMsg(outboxRelid, "public", "outbox", cols...))
-			if err == nil || err.Error() != tc.want {
-				t.Fatalf("error = %v, want %s", err, tc.want)
+			if res[3].Kind != decode.KindEvent || res[3].Misfit != tc.reason {
+				t.Errorf("insert: kind %v, Misfit %q; want an event with the relation's Misfit", res[3].Kind, res[3].Misfit)
+			}
+			want := tc.want
+			want.Invalid = tc.reason
+			want.CommitLSN, want.TxSeq, want.CommitTime, want.Xid, want.Table = 0x500, 2, time.Unix(3, 0).UTC(), 9, "public.outbox"
+			if got := res[3].Event; !reflect.DeepEqual(got, want) {
+				t.Errorf("event:\n got %+v\nwant %+v", got, want)
 			}
 		})
 	}
 }
 
+// TestRelationResent: a re-sent relation replaces the layout for the rows
+// after it: a reordered table is read by name, a table that lost a
+// configured column makes invalid events, and one that has it again makes
+// good events again.
 func TestRelationResent(t *testing.T) {
 	d := decode.NewDecoder(debezium)
 	res := decodeAll(t, d,
@@ -234,18 +265,35 @@ func TestRelationResent(t *testing.T) {
 	)
 	got := res[4].Event
 	if got.ID != "e2" || got.AggregateType != "order" || got.AggregateID != "1" || got.Type != "paid" ||
-		string(got.Payload) != `{"v":2}` || got.TxSeq != 2 {
+		string(got.Payload) != `{"v":2}` || got.TxSeq != 2 || got.Invalid != "" {
 		t.Errorf("event after the new layout = %+v, want e2 order 1 paid {\"v\":2} TxSeq 2", got)
 	}
 
-	// A re-sent relation that lost a configured column is an error, and
-	// the old layout is not used for later rows.
-	if _, err := d.Decode(relationMsg(outboxRelid, "public", "outbox", debeziumCols[:4]...)); err == nil {
-		t.Fatal("relation without the payload column: no error")
+	// The payload column renamed, then renamed back. The old layout is
+	// not used for the rows in between: they would be read wrong.
+	renamed := append([]col(nil), debeziumCols...)
+	renamed[4].name = "body"
+	res = decodeAll(t, d,
+		relationMsg(outboxRelid, "public", "outbox", renamed...),
+		beginMsg(0x300, time.Unix(2, 0), 2),
+		debeziumRow("e3", "order", "1", "x", `{"v":3}`),
+		commitMsg(0x300, 0x380, time.Unix(2, 0)),
+		debeziumRelation(),
+		beginMsg(0x400, time.Unix(3, 0), 3),
+		debeziumRow("e4", "order", "1", "y", `{"v":4}`),
+		commitMsg(0x400, 0x480, time.Unix(3, 0)),
+	)
+	if res[0].Misfit == "" {
+		t.Error("relation without the payload column: no Misfit")
 	}
-	decodeAll(t, d, beginMsg(0x300, time.Unix(2, 0), 2))
-	if _, err := d.Decode(debeziumRow("e3", "order", "1", "x", "{}")); err == nil {
-		t.Error("insert after a rejected relation: no error")
+	if ev := res[2].Event; ev.ID != "e3" || ev.Payload != nil || !strings.HasPrefix(ev.Invalid, `outbox table public.outbox has no column "payload"`) {
+		t.Errorf("row without the payload column: id %q, payload %q, Invalid %q; want e3, none, the missing column", ev.ID, ev.Payload, ev.Invalid)
+	}
+	if res[4].Misfit != "" || res[5].Kind != decode.KindBegin {
+		t.Errorf("relation renamed back: Misfit %q", res[4].Misfit)
+	}
+	if ev := res[6].Event; ev.ID != "e4" || string(ev.Payload) != `{"v":4}` || ev.Invalid != "" || res[6].Misfit != "" {
+		t.Errorf("row after the rename back: %+v; want e4 with its payload, valid", ev)
 	}
 }
 

@@ -1,6 +1,9 @@
 package decode
 
-import "fmt"
+import (
+	"fmt"
+	"strings"
+)
 
 // Table says which relation is an outbox table and how its columns map to
 // event fields.
@@ -61,7 +64,7 @@ type relation struct {
 type field struct {
 	key    string // config key under outbox.columns, used in Invalid reasons
 	column string
-	idx    int
+	idx    int // -1 when the relation lacks the column
 }
 
 // Indexes into mapping.req.
@@ -91,6 +94,9 @@ type mapping struct {
 	headers     []headerField
 	// source is the table's index in NewDecoder's list (Event.Source).
 	source int
+	// misfit, when set, says which configured columns the relation lacks:
+	// every insert into it is invalid for that reason (see resolve).
+	misfit string
 }
 
 // normalize applies the documented defaults.
@@ -119,16 +125,22 @@ type relColumn struct {
 	typeOID uint32
 }
 
-// resolve maps t's configured columns onto the relation's columns. A missing
-// column is a configuration error, reported with the key that fixes it.
-func resolve(t *Table, table string, cols []relColumn) (*mapping, error) {
-	find := func(column, key string) (int, error) {
+// resolve maps t's configured columns onto the relation's columns. A
+// configured column the relation lacks does not stop the stream: the row
+// may be far behind the table's present shape (the WAL keeps the relation
+// as it was when the row was written), so each of its inserts becomes an
+// invalid event whose reason says what is missing, and the invalid_event
+// policy decides. Its field has index -1 and reads as empty.
+func resolve(t *Table, table string, cols []relColumn) *mapping {
+	var missing []string
+	find := func(column, key string) int {
 		for i, c := range cols {
 			if string(c.name) == column {
-				return i, nil
+				return i
 			}
 		}
-		return 0, fmt.Errorf("outbox table %s has no column %q (%s)", table, column, key)
+		missing = append(missing, fmt.Sprintf("outbox table %s has no column %q (%s)", table, column, key))
+		return -1
 	}
 	m := &mapping{
 		req: [numReq]field{
@@ -139,27 +151,28 @@ func resolve(t *Table, table string, cols []relColumn) (*mapping, error) {
 		},
 		payload: field{key: "payload", column: t.Columns.Payload},
 	}
-	var err error
 	for i := range m.req {
 		f := &m.req[i]
-		if f.idx, err = find(f.column, "outbox.columns."+f.key); err != nil {
-			return nil, err
-		}
+		f.idx = find(f.column, "outbox.columns."+f.key)
 	}
-	if m.payload.idx, err = find(m.payload.column, "outbox.columns.payload"); err != nil {
-		return nil, err
+	if m.payload.idx = find(m.payload.column, "outbox.columns.payload"); m.payload.idx >= 0 {
+		oid := cols[m.payload.idx].typeOID
+		m.bytea = oid == oidBytea
+		m.unsupported = PayloadTypeProblem(m.payload.column, oid)
 	}
-	oid := cols[m.payload.idx].typeOID
-	m.bytea = oid == oidBytea
-	m.unsupported = PayloadTypeProblem(m.payload.column, oid)
 	for _, h := range t.Headers {
-		idx, err := find(h.Column, "outbox.headers."+h.Column)
-		if err != nil {
-			return nil, err
-		}
+		idx := find(h.Column, "outbox.headers."+h.Column)
 		m.headers = append(m.headers, headerField{column: h.Column, header: h.Header, idx: idx})
 	}
-	return m, nil
+	if len(missing) > 0 {
+		names := make([]string, len(cols))
+		for i, c := range cols {
+			names[i] = string(c.name)
+		}
+		m.misfit = fmt.Sprintf("%s, as the table was when this row was written (renamed or dropped? its columns were: %s)",
+			strings.Join(missing, "; "), strings.Join(names, ", "))
+	}
+	return m
 }
 
 // relation parses a Relation message and replaces the cache entry, so a
@@ -192,19 +205,17 @@ func (d *Decoder) relation(r *reader) (Result, error) {
 		if t.Schema != schema || t.Name != string(name) {
 			continue
 		}
-		m, err := resolve(t, rel.table, cols)
-		if err != nil {
-			// Forget the old layout too: decoding later rows with it
-			// would read the wrong columns.
-			delete(d.rels, relid)
-			return Result{}, err
-		}
+		m := resolve(t, rel.table, cols)
 		m.source = i
 		rel.outbox = m
 		break
 	}
 	d.rels[relid] = rel
-	return Result{Kind: KindRelation, Table: rel.table}, nil
+	res := Result{Kind: KindRelation, Table: rel.table}
+	if rel.outbox != nil {
+		res.Misfit = rel.outbox.misfit
+	}
+	return res, nil
 }
 
 // lookup returns the cached relation for relid. pgoutput sends a Relation

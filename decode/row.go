@@ -20,6 +20,8 @@ func (d *Decoder) fill(ev *Event, rel *relation) {
 		Xid:        d.tx.xid,
 		Table:      rel.table,
 		Source:     m.source,
+		// The mapping's own problem first: it explains the empty fields.
+		Invalid: m.misfit,
 	}
 
 	// All string fields share one allocation: they live and die with the
@@ -27,18 +29,18 @@ func (d *Decoder) fill(ev *Event, rel *relation) {
 	// per-event cost.
 	size := 0
 	for _, f := range m.req {
-		size += len(text(vals[f.idx]))
+		size += len(text(at(vals, f.idx)))
 	}
 	for _, h := range m.headers {
-		size += len(text(vals[h.idx]))
+		size += len(text(at(vals, h.idx)))
 	}
 	var sb strings.Builder
 	sb.Grow(size)
 	for _, f := range m.req {
-		sb.Write(text(vals[f.idx]))
+		sb.Write(text(at(vals, f.idx)))
 	}
 	for _, h := range m.headers {
-		sb.Write(text(vals[h.idx]))
+		sb.Write(text(at(vals, h.idx)))
 	}
 	block := sb.String()
 	next := func(v value) string {
@@ -49,7 +51,7 @@ func (d *Decoder) fill(ev *Event, rel *relation) {
 
 	var req [numReq]string
 	for i, f := range m.req {
-		v := vals[f.idx]
+		v := at(vals, f.idx)
 		req[i] = next(v)
 		if v.kind == colText && len(v.data) == 0 {
 			invalid(ev, "%s (column %q) is empty", f.key, f.column)
@@ -62,7 +64,7 @@ func (d *Decoder) fill(ev *Event, rel *relation) {
 	if len(m.headers) > 0 {
 		ev.Headers = make([]Header, 0, len(m.headers))
 		for _, h := range m.headers {
-			v := vals[h.idx]
+			v := at(vals, h.idx)
 			s := next(v)
 			switch v.kind {
 			case colNull: // omitted, as documented on Event.Headers
@@ -74,7 +76,7 @@ func (d *Decoder) fill(ev *Event, rel *relation) {
 		}
 	}
 
-	payload(ev, m, vals[m.payload.idx])
+	payload(ev, m, at(vals, m.payload.idx))
 }
 
 // payload sets ev.Payload. When the payload is invalid, Payload still holds
@@ -100,6 +102,15 @@ func payload(ev *Event, m *mapping, v value) {
 	default:
 		ev.Payload = v.data
 	}
+}
+
+// at is column idx of a row, or a value of kind colMissing when the
+// relation lacks the column (idx -1).
+func at(vals []value, idx int) value {
+	if idx < 0 {
+		return value{kind: colMissing}
+	}
+	return vals[idx]
 }
 
 // text is a value's text, or nothing when it has none.

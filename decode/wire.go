@@ -137,6 +137,10 @@ const (
 	colUnchanged = 'u' // unchanged TOASTed value: its bytes are not sent
 	colText      = 't'
 	colBinary    = 'b'
+	// colMissing is no wire kind: it stands for a configured column the
+	// relation lacks. It reads as empty and adds no reason of its own, the
+	// mapping's reason covers it.
+	colMissing = 0
 )
 
 // value is one TupleData column. data aliases the message.

@@ -137,7 +137,11 @@ func (p *Pipeline) Run(ctx context.Context, msgs <-chan capture.Message) error {
 				}
 				ev := res.Event
 				if ev.Invalid != "" && !p.cfg.DeadLetter {
-					return p.stop(ctx, &sink.InvalidEventError{Event: &ev, Reason: ev.Invalid, Fix: sink.InvalidEventFix})
+					fix := sink.InvalidEventFix
+					if res.Misfit != "" {
+						fix = sink.MisfitFix
+					}
+					return p.stop(ctx, &sink.InvalidEventError{Event: &ev, Reason: ev.Invalid, Fix: fix})
 				}
 				p.tracker.Add(ev.CommitLSN)
 				if err := p.pub.Publish(ctx, &ev); err != nil {
@@ -150,6 +154,11 @@ func (p *Pipeline) Run(ctx context.Context, msgs <-chan capture.Message) error {
 					if err := p.tracker.Commit(res.CommitLSN, res.EndLSN); err != nil {
 						return p.stop(ctx, err)
 					}
+				}
+			case decode.KindRelation:
+				if res.Misfit != "" {
+					p.log.Warn("the outbox table no longer fits the configured columns: each insert into it is an invalid event until it does",
+						"table", res.Table, "reason", res.Misfit)
 				}
 			case decode.KindChange:
 				if key := res.Table + " " + res.Change; !warned[key] && res.Change == "update" {

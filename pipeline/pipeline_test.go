@@ -372,3 +372,61 @@ func TestPublisherHalt(t *testing.T) {
 		t.Errorf("Error() = %q, want %q", got, want)
 	}
 }
+
+// A mapped column renamed, then renamed back: in dead-letter mode the rows
+// in between are dead-lettered with the reason, the rows after flow on, and
+// the misfit is logged once per Relation message; in halt mode the relay
+// halts at the first of them with the fix that applies.
+func TestRelationMisfit(t *testing.T) {
+	renamed := slices.Clone(columns)
+	renamed[2].Name = "agg"
+	msgs := stream{}.relation().tx(0x100, "e1").
+		data(pgoutputtest.Relation(relid, "public", "outbox", renamed...)).tx(0x200, "e2", "e3").
+		relation().tx(0x300, "e4")
+	const reason = `outbox table public.outbox has no column "aggregateid" (outbox.columns.aggregate_id)`
+
+	t.Run("dead letter", func(t *testing.T) {
+		tr, pub := &fakeTracker{}, &fakePublisher{}
+		var logs bytes.Buffer
+		p := pipeline.New(pipeline.Config{Tables: []decode.Table{outbox}, DeadLetter: true, Logger: slog.New(slog.NewTextHandler(&logs, nil))}, pub, tr)
+		feed(t, p, msgs)
+		if got, want := pub.ids(), []string{"e1", "e2", "e3", "e4"}; !slices.Equal(got, want) {
+			t.Fatalf("published %v, want %v", got, want)
+		}
+		for i, e := range pub.events {
+			if bad := i == 1 || i == 2; bad != strings.HasPrefix(e.Invalid, reason) {
+				t.Errorf("event %s: Invalid %q", e.ID, e.Invalid)
+			}
+		}
+		if n := strings.Count(logs.String(), "level=WARN"); n != 1 || !strings.Contains(logs.String(), "no longer fits") {
+			t.Errorf("want one WARN about the misfit, got:\n%s", logs.String())
+		}
+	})
+	t.Run("halt", func(t *testing.T) {
+		tr, pub := &fakeTracker{}, &fakePublisher{}
+		p := pipeline.New(pipeline.Config{Tables: []decode.Table{outbox}}, pub, tr)
+		ch := make(chan capture.Message, len(msgs))
+		for _, m := range msgs {
+			ch <- m
+		}
+		ctx, cancel := context.WithCancel(context.Background())
+		done := make(chan error, 1)
+		go func() { done <- p.Run(ctx, ch) }()
+		deadline := time.Now().Add(10 * time.Second)
+		for p.Halted() == nil {
+			if time.Now().After(deadline) {
+				t.Fatal("no halt within 10s")
+			}
+			time.Sleep(time.Millisecond)
+		}
+		cancel()
+		<-done
+		inv := p.Halted().Event()
+		if inv == nil || inv.Event.ID != "e2" || inv.Event.CommitLSN != 0x200 || inv.Fix != sink.MisfitFix || !strings.HasPrefix(inv.Reason, reason) {
+			t.Fatalf("halt %v; want at e2 (0/200) with the missing column and sink.MisfitFix", p.Halted())
+		}
+		if got, want := pub.ids(), []string{"e1"}; !slices.Equal(got, want) {
+			t.Errorf("published %v, want %v", got, want)
+		}
+	})
+}

@@ -27,6 +27,14 @@ const InvalidEventFix = "the relay will not skip it. Either set errors.invalid_e
 	"to publish it to the dead-letter subject; or skip its whole transaction with " +
 	"SELECT pg_replication_slot_advance('<slot>', '<the commit LSN + 1>') while the relay is stopped (its other events are lost)"
 
+// MisfitFix is the fix for an event written while its outbox table lacked a
+// configured column. Renaming the column back does not help that event: the
+// WAL describes the table as it was when the row was written.
+const MisfitFix = "the relay will not skip it, and renaming the column back does not change the rows written meanwhile " +
+	"(the WAL keeps the table as it was). Set errors.invalid_event: dead_letter and restart: those rows go to the " +
+	"dead-letter subject with this reason and the fields still readable, and the rows written once the table fits " +
+	"the configuration again are published as usual. If the new name is to stay, also map the outbox.columns key to it"
+
 // MaxSubjectLen is the longest subject the sink publishes: nats-server's
 // default max_control_line (4096) less the rest of the HPUB line.
 const MaxSubjectLen = 3900
