@@ -122,7 +122,7 @@ func TestDecodeErrors(t *testing.T) {
 		{"duplicate header column", pg + "outbox:\n  headers:\n    a: X-A\n    a: X-B\n", "config: outbox.headers.a: duplicate key (first set on line 5)"},
 		{"list for a string", pg + "nats:\n  url: [nats://a:4222, nats://b:4222]\n", "config: nats.url: expected a string, got a list"},
 		{"mapping for a string", pg + "nats:\n  url: {host: a}\n", "config: nats.url: expected a string, got a mapping"},
-		{"string for a section", "postgres: postgres://x\n", "config: postgres: expected a mapping with keys url, slot, publication, got a string"},
+		{"string for a section", "postgres: postgres://x\n", "config: postgres: expected a mapping with keys url, slot, publication, failover_slot, got a string"},
 		{"list for a section", pg + "log: [info]\n", "config: log: expected a mapping with keys level, format, got a list"},
 		{"list for headers", pg + "outbox: {headers: [a, b]}\n", "config: outbox.headers: expected a mapping of column name to header name, got a list"},
 		{"mapping for a header", pg + "outbox: {headers: {a: {b: c}}}\n", "config: outbox.headers.a: expected a string, got a mapping"},
