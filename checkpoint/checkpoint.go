@@ -49,6 +49,7 @@ func New(start pglogrepl.LSN) *Tracker {
 // from the confirmed position after a reconnect); the caller then skips it.
 // A transaction that was announced but not committed (the connection broke
 // in its middle) is resumed: Begin reports true and the open entry is kept.
+// When the replay starts past it instead, it is closed.
 func (t *Tracker) Begin(commit pglogrepl.LSN) (bool, error) {
 	t.mu.Lock()
 	defer t.mu.Unlock()
@@ -69,7 +70,16 @@ func (t *Tracker) Begin(commit pglogrepl.LSN) (bool, error) {
 		return false, nil
 	}
 	if open != nil {
-		return false, fmt.Errorf("checkpoint: transaction at %s began while transaction at %s is still open", commit, open.commit)
+		// Within a session a transaction never begins while another is
+		// open (the decoder refuses that first), so the open one was cut
+		// by a reconnect, and the slot now starts past it: another relay
+		// (a standby that took the slot while this one was cut off)
+		// stored all of it, or the slot could not have been confirmed
+		// past it (I1). Close it at its commit LSN, below its real end,
+		// so confirming it replays nothing it holds; its events still
+		// queued settle from the stream.
+		open.end = open.commit
+		t.advance()
 	}
 	t.lastCommit = commit
 	t.queue = append(t.queue, entry{commit: commit})

@@ -476,16 +476,7 @@ func TestBackfillExisting(t *testing.T) {
 // still in the table.
 func TestSlotInvalidated(t *testing.T) {
 	n := testenv.StartNATS(t)
-	e := &env{t: t, pg: testenv.StartPostgres(t, testenv.PostgresOptions{Settings: map[string]string{"max_slot_wal_keep_size": "1MB", "max_wal_size": "32MB", "min_wal_size": "32MB"}}),
-		nats: n, natsURL: n.URL(), bin: testenv.BuildRelay(t)}
-	testenv.CreateOutbox(t, e.pg)
-	port, err := testenv.FreePort()
-	if err != nil {
-		t.Fatal(err)
-	}
-	e.httpAddr = fmt.Sprintf("127.0.0.1:%d", port)
-	e.cfgPath = t.TempDir() + "/outboxrelay.yaml"
-	e.writeConfig("")
+	e := newEnvWith(t, n, n.URL(), testenv.PostgresOptions{Settings: map[string]string{"max_slot_wal_keep_size": "1MB", "max_wal_size": "32MB", "min_wal_size": "32MB"}})
 	js := e.js()
 	ev := newEvents()
 	relay := e.startRelay()

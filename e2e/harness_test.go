@@ -38,10 +38,11 @@ func newEnv(t *testing.T) *env {
 }
 
 // newEnvWith is newEnv with NATS already running at natsURL (one URL or a
-// comma-separated cluster list); n may be nil.
-func newEnvWith(t *testing.T, n *testenv.NATS, natsURL string) *env {
+// comma-separated cluster list); n may be nil. pgOpts, at most one, start
+// Postgres.
+func newEnvWith(t *testing.T, n *testenv.NATS, natsURL string, pgOpts ...testenv.PostgresOptions) *env {
 	t.Helper()
-	e := &env{t: t, pg: testenv.StartPostgres(t), nats: n, natsURL: natsURL, bin: testenv.BuildRelay(t)}
+	e := &env{t: t, pg: testenv.StartPostgres(t, pgOpts...), nats: n, natsURL: natsURL, bin: testenv.BuildRelay(t)}
 	testenv.CreateOutbox(t, e.pg)
 	port, err := testenv.FreePort()
 	if err != nil {

@@ -1,0 +1,96 @@
+package e2e_test
+
+import (
+	"context"
+	"fmt"
+	"path/filepath"
+	"strconv"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/outboxrelay/outboxrelay/internal/testenv"
+)
+
+// TestStandbyRoundTrip (A -> B -> A, with A a zombie in between): relay A
+// reaches Postgres and NATS through proxies. Its NATS link freezes while a
+// large transaction streams, so A holds part of it, unpublished, with the
+// transaction open. Then its Postgres link freezes too; Postgres ends the
+// silent session after wal_sender_timeout, and standby B takes the slot. A's NATS link
+// heals while B publishes, so A, cut from Postgres, publishes what it holds
+// alongside B. B publishes everything, confirms past it, and stops; A's
+// Postgres link heals, and A takes the slot back, past the transaction it
+// had open: it streams on without halting. The stream holds every event
+// exactly once, in commit order.
+func TestStandbyRoundTrip(t *testing.T) {
+	// Postgres ends the walsender of A's silent session after
+	// wal_sender_timeout, and only then is the slot free for B
+	// (docs/operations.md, "Outages").
+	n := testenv.StartNATS(t)
+	e := newEnvWith(t, n, n.URL(), testenv.PostgresOptions{Settings: map[string]string{"wal_sender_timeout": "10s"}})
+	js := e.js()
+	e.createStream()
+	pgp := testenv.StartProxy(t, "127.0.0.1:"+strconv.Itoa(e.pg.Port()))
+	np := testenv.StartProxy(t, "127.0.0.1:"+strconv.Itoa(e.nats.Port()))
+	writeFile(t, e.cfgPath, relayConfig{PGURL: fmt.Sprintf("postgres://postgres@127.0.0.1:%d/postgres?sslmode=disable&application_name=relay_a", pgp.Port()),
+		NATSURL: "nats://" + np.Addr(), HTTP: e.httpAddr}.yaml())
+	a := e.startRelay()
+
+	port, err := testenv.FreePort()
+	if err != nil {
+		t.Fatal(err)
+	}
+	addrB := "127.0.0.1:" + strconv.Itoa(port)
+	cfgB := filepath.Join(t.TempDir(), "relay-b.yaml")
+	e.writeConfigTo(cfgB, addrB, "")
+	b := testenv.StartProcess(t, e.bin, "run", "-config", cfgB)
+	if err := b.WaitForOutput(standbyLine, 30*time.Second); err != nil {
+		t.Fatalf("relay B does not wait as a standby: %v\n%s", err, b.Output())
+	}
+
+	ctx := context.Background()
+	first := workload{Writers: 2, Aggregates: 20, Events: 500, MaxTx: 10}.run(ctx, t, e.pg)
+	e.waitStreamCount(js, first.Committed(), time.Minute)
+
+	np.Freeze()
+	big := workload{Writers: 1, Aggregates: 50, FirstAgg: 1000, Events: 60_000, MaxTx: 60_000}.run(ctx, t, e.pg)
+	// A reads part of the transaction, until its publish window and its
+	// buffers are full.
+	testenv.WaitFor(t, time.Minute, "relay A holding part of the large transaction", func() (bool, error) {
+		m := e.metrics()
+		return grepLines(m, "outboxrelay_events_in_flight ") != "outboxrelay_events_in_flight 0", fmt.Errorf("%s", grepLines(m, "outboxrelay_events_in_flight "))
+	})
+	time.Sleep(2 * time.Second) // let A fill up; it cannot finish: its window is smaller than the transaction
+	// Postgres ends the silent session after wal_sender_timeout.
+	pgp.Freeze()
+	testenv.WaitFor(t, time.Minute, "relay B streaming", func() (bool, error) {
+		return testenv.RelayReady(addrB)
+	})
+	np.Thaw() // A, cut from Postgres, publishes alongside B
+	after := workload{Writers: 2, Aggregates: 20, FirstAgg: 2000, Events: 500, MaxTx: 10}.run(ctx, t, e.pg)
+	w := merge(first, big, after)
+	e.waitStreamCount(js, w.Committed(), 2*time.Minute)
+	e.waitConfirmedPast(e.currentLSN(), time.Minute) // B confirmed past the large transaction
+
+	if err := b.Signal(syscall.SIGTERM); err != nil {
+		t.Fatal(err)
+	}
+	if code, err := b.Wait(40 * time.Second); err != nil || code != 0 {
+		t.Fatalf("relay B after SIGTERM: exit %d, %v\n%s", code, err, b.Output())
+	}
+	pgp.Thaw()
+	testenv.WaitFor(t, time.Minute, "relay A streaming again", func() (bool, error) {
+		if a.Exited() {
+			t.Fatalf("relay A exited:\n%s", a.Output())
+		}
+		return e.ready()
+	})
+	last := workload{Writers: 2, Aggregates: 20, FirstAgg: 3000, Events: 500, MaxTx: 10}.run(ctx, t, e.pg)
+	w = merge(w, last)
+	e.waitStreamCount(js, w.Committed(), time.Minute)
+	e.waitConfirmedPast(e.currentLSN(), time.Minute)
+	if ok, err := e.ready(); !ok {
+		t.Fatalf("relay A is not ready after taking the slot back (halted?): %v\n%s", err, a.Output())
+	}
+	verify(t, readStream(t, js), w)
+}
