@@ -6,8 +6,8 @@ package capture
 import (
 	"context"
 	"errors"
-	"math"
 	"fmt"
+	"math"
 	"strings"
 	"time"
 
