@@ -243,3 +243,48 @@ func TestPartitionedPublicationWithoutRoot(t *testing.T) {
 		t.Errorf("after the fix, the relay still complains:\n%s", relay.Output())
 	}
 }
+
+// TestPartitionedCleanup: outbox.cleanup.after on a partitioned outbox
+// deletes the rows whose events are stored, and only those. Two partitions
+// hold rows at the same physical positions (ctid): the stored events' rows
+// in one, rows written while NATS is down in the other.
+func TestPartitionedCleanup(t *testing.T) {
+	e := newEnv(t)
+	partitionOutbox(t, e)
+	ctx := context.Background()
+	if err := e.pg.Exec(ctx, "ALTER TABLE public.outbox ALTER COLUMN created_at SET DEFAULT now()"); err != nil {
+		t.Fatal(err)
+	}
+	e.writeConfig("outbox:\n  cleanup:\n    after: 3s\n")
+	e.startRelay()
+	js := e.js()
+	w1 := workload{Writers: 2, Aggregates: 20, Events: 300, MaxTx: 10}.run(ctx, t, e.pg)
+	e.waitStreamCount(js, w1.Committed(), time.Minute)
+	e.waitConfirmedPast(e.currentLSN(), time.Minute)
+	if err := e.nats.Kill(); err != nil {
+		t.Fatal(err)
+	}
+	// Tomorrow's partition: its rows take the positions today's hold.
+	if err := e.pg.Exec(ctx, "ALTER TABLE public.outbox ALTER COLUMN created_at SET DEFAULT now() + interval '1 day'"); err != nil {
+		t.Fatal(err)
+	}
+	w2 := workload{Writers: 2, Aggregates: 20, FirstAgg: 1000, Events: 300, MaxTx: 10}.run(ctx, t, e.pg)
+	testenv.WaitFor(t, 30*time.Second, "the stored events' rows deleted", func() (bool, error) {
+		n := partitionRows(t, e)["outbox_day0"]
+		return n == 0, fmt.Errorf("%d rows left in outbox_day0", n)
+	})
+	if n := partitionRows(t, e)["outbox_day1"]; n != w2.Committed() {
+		t.Fatalf("with NATS down, outbox_day1 holds %d rows, want all %d unpublished rows kept", n, w2.Committed())
+	}
+	if err := e.nats.Start(); err != nil {
+		t.Fatal(err)
+	}
+	js = e.js()
+	w := merge(w1, w2)
+	e.waitStreamCount(js, w.Committed(), time.Minute)
+	testenv.WaitFor(t, 30*time.Second, "rows deleted once published", func() (bool, error) {
+		n, err := e.rows()
+		return n == 0, err
+	})
+	verify(t, readStream(t, js), w)
+}
