@@ -80,20 +80,21 @@ func tableExists(ctx context.Context, conn *pgconn.PgConn, table string) (bool, 
 // publication is what pg_publication says about the publication.
 type publication struct {
 	exists, allTables, inserts bool
+	viaRoot                    bool            // publish_via_partition_root
 	tables                     map[string]bool // "schema.name"
 }
 
 func (p publication) covers(table string) bool { return p.allTables || p.tables[table] }
 
 func readPublication(ctx context.Context, conn *pgconn.PgConn, name string) (publication, error) {
-	rows, err := query(ctx, conn, "SELECT puballtables, pubinsert FROM pg_publication WHERE pubname = "+literal(name))
+	rows, err := query(ctx, conn, "SELECT puballtables, pubinsert, pubviaroot FROM pg_publication WHERE pubname = "+literal(name))
 	if err != nil {
 		return publication{}, fmt.Errorf("read publication %q: %w", name, err)
 	}
 	if len(rows) == 0 {
 		return publication{}, nil
 	}
-	p := publication{exists: true, allTables: rows[0][0] == "t", inserts: rows[0][1] == "t", tables: map[string]bool{}}
+	p := publication{exists: true, allTables: rows[0][0] == "t", inserts: rows[0][1] == "t", viaRoot: rows[0][2] == "t", tables: map[string]bool{}}
 	rows, err = query(ctx, conn, "SELECT schemaname || '.' || tablename FROM pg_publication_tables WHERE pubname = "+literal(name))
 	if err != nil {
 		return publication{}, fmt.Errorf("read publication %q: %w", name, err)

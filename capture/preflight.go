@@ -303,6 +303,16 @@ func (p *preflight) checkPublication(ctx context.Context, tables []tableInfo) {
 		p.add(report.Fail, item, "%v", err)
 		return
 	}
+	problems, err := partitionProblems(ctx, p.conn, p.cfg.Publication, pub, p.cfg.Tables)
+	for _, pr := range problems {
+		p.add(report.Fail, item, "%s", pr)
+	}
+	if err != nil {
+		p.add(report.Fail, item, "%v", err)
+	}
+	if err != nil || len(problems) > 0 {
+		return
+	}
 	if !pub.exists {
 		var cannot []string
 		for _, t := range tables {

@@ -53,6 +53,14 @@ func publicationNoInsertProblem(pub string) string {
 	return fmt.Sprintf("publication %q does not publish inserts, so no outbox row would reach the relay: run ALTER PUBLICATION %s SET (publish = 'insert, update, delete, truncate')", pub, ident(pub))
 }
 
+func partitionRootProblem(pub, table string) string {
+	return fmt.Sprintf("outbox table %s is partitioned and publication %q does not publish via the partition root, so pgoutput would name each partition instead of %s and the relay would ignore every event: run ALTER PUBLICATION %s SET (publish_via_partition_root = true)", table, pub, table, ident(pub))
+}
+
+func partitionLeafProblem(pub, table, root string) string {
+	return fmt.Sprintf("outbox table %s is a partition of %s, and publication %q publishes its rows under the name %s (publish_via_partition_root = true), so the relay would ignore every event: configure the partitioned table %s as the outbox table instead, or point postgres.publication at a publication that includes %s and none of the tables it is a partition of", table, root, pub, root, root, table)
+}
+
 func slotPluginProblem(slot, plugin string) string {
 	if plugin == "" {
 		return fmt.Sprintf("replication slot %q is a physical slot, not a logical one with pgoutput: set postgres.slot to another name", slot)

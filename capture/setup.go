@@ -126,6 +126,15 @@ func ensurePublication(ctx context.Context, conn *pgconn.PgConn, cfg Config) err
 	if err != nil {
 		return err
 	}
+	// Checked before the tables are: without publish_via_partition_root,
+	// pg_publication_tables lists a partitioned table's partitions, not it.
+	problems, err := partitionProblems(ctx, conn, cfg.Publication, pub, cfg.Tables)
+	if err != nil {
+		return err
+	}
+	if len(problems) > 0 {
+		return errors.New(problems[0])
+	}
 	if !pub.exists {
 		sql := createPublicationSQL(cfg.Publication, cfg.Tables)
 		if _, err := query(ctx, conn, sql); err != nil {
@@ -149,11 +158,15 @@ func createPublicationSQL(pub string, tables []string) string {
 	if len(tables) == 0 {
 		// Only logical decoding messages: they need a publication to
 		// stream, but not one with tables.
-		return "CREATE PUBLICATION " + ident(pub)
+		return "CREATE PUBLICATION " + ident(pub) + viaRoot
 	}
 	idents := make([]string, len(tables))
 	for i, t := range tables {
 		idents[i] = qualified(t)
 	}
-	return fmt.Sprintf("CREATE PUBLICATION %s FOR TABLE %s", ident(pub), strings.Join(idents, ", "))
+	return fmt.Sprintf("CREATE PUBLICATION %s FOR TABLE %s", ident(pub), strings.Join(idents, ", ")) + viaRoot
 }
+
+// viaRoot makes pgoutput name a partitioned table's changes after the
+// table, not after the partition they are stored in; see partition.go.
+const viaRoot = " WITH (publish_via_partition_root = true)"

@@ -165,11 +165,13 @@ func (c *Cleaner) step(ctx context.Context, conn *pgx.Conn, now time.Time) error
 }
 
 // clean deletes the rows of table inserted by transactions older than
-// xmin, a batch at a time.
+// xmin, a batch at a time. The outer test of xmin is for a partitioned
+// table: a ctid is unique only within one partition, and the row at the
+// same ctid in another may be one whose event is not stored yet.
 func (c *Cleaner) clean(ctx context.Context, conn *pgx.Conn, table, xmin string) error {
 	t := qualified(table)
 	sql := fmt.Sprintf(`DELETE FROM %s WHERE ctid = ANY(ARRAY(
-		SELECT ctid FROM %s WHERE age(xmin) > age($1::text::xid) LIMIT $2))`, t, t)
+		SELECT ctid FROM %s WHERE age(xmin) > age($1::text::xid) LIMIT $2)) AND age(xmin) > age($1::text::xid)`, t, t)
 	for {
 		tag, err := conn.Exec(ctx, sql, xmin, c.cfg.Batch)
 		if err != nil {

@@ -43,7 +43,7 @@ func TestCheckPostgres(t *testing.T) {
 			"ok    postgres wal senders: 0 of max_wal_senders = 10 in use; the relay needs 1",
 			"ok    postgres replication connection: accepted",
 			"ok    postgres table public.outbox: has the configured columns (id uuid, aggregatetype text, aggregateid text, type text, payload jsonb, created_at timestamp with time zone)",
-			`ok    postgres publication outboxrelay: does not exist yet; the relay will create it: CREATE PUBLICATION "outboxrelay" FOR TABLE "public"."outbox"`,
+			`ok    postgres publication outboxrelay: does not exist yet; the relay will create it: CREATE PUBLICATION "outboxrelay" FOR TABLE "public"."outbox" WITH (publish_via_partition_root = true)`,
 			"ok    postgres slot outboxrelay: does not exist yet; the relay will create it (pgoutput), and events start from then on",
 			keepSizeWarn,
 			"ok    nats max_payload: 1048576 bytes: an event whose payload and headers are larger halts the relay (errors.invalid_event: halt)",
@@ -73,7 +73,7 @@ func TestCheckPostgres(t *testing.T) {
 		wantLines(t, out,
 			"ok    postgres table public.outbox: has the configured columns (id uuid, aggregatetype text, aggregateid text, type text, payload jsonb, created_at timestamp with time zone)",
 			"ok    postgres table public.billing: has the configured columns (id uuid, aggregatetype text, aggregateid text, type text, payload jsonb, created_at timestamp with time zone)",
-			`ok    postgres publication outboxrelay: does not exist yet; the relay will create it: CREATE PUBLICATION "outboxrelay" FOR TABLE "public"."outbox", "public"."billing"`,
+			`ok    postgres publication outboxrelay: does not exist yet; the relay will create it: CREATE PUBLICATION "outboxrelay" FOR TABLE "public"."outbox", "public"."billing" WITH (publish_via_partition_root = true)`,
 			"ok    nats stream OUTBOX: does not exist yet; the relay will create it with subjects [outbox.> billing.> msgs.>], file storage and limits retention",
 			"ready, 1 warning")
 		// The relay creates exactly what check announced.
@@ -183,7 +183,7 @@ func TestCheckPostgres(t *testing.T) {
 	t.Run("publication cannot be created", func(t *testing.T) {
 		c.exec(t, "ALTER TABLE public.outbox OWNER TO postgres")
 		defer c.exec(t, "ALTER TABLE public.outbox OWNER TO relay")
-		const create = `create it yourself as a superuser: CREATE PUBLICATION "outboxrelay" FOR TABLE "public"."outbox"`
+		const create = `create it yourself as a superuser: CREATE PUBLICATION "outboxrelay" FOR TABLE "public"."outbox" WITH (publish_via_partition_root = true)`
 		out := c.check(t, good, 1)
 		wantLines(t, out, `FAIL  postgres publication outboxrelay: does not exist, and the relay cannot create it: role "relay" does not own public.outbox: `+create)
 		c.runSays(t, good, `create publication "outboxrelay" for public.outbox: ERROR: must be owner of table outbox (SQLSTATE 42501) (or `+create+")", nil)
