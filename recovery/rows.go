@@ -54,8 +54,10 @@ func idColumn(t decode.Table) string {
 // aggregate's writes are serialized (each transaction starts after the
 // previous one committed), a later transaction has a later xid, so
 // per-aggregate order holds. The heap alone does not keep a transaction's
-// insertion order: Postgres may place a later row on an earlier page.
-const recoveryOrder = "ORDER BY age(xmin) DESC, cmin::text::bigint, ctid"
+// insertion order: Postgres may place a later row on an earlier page. With
+// tableoid (the partition) before ctid the order is total on a partitioned
+// table too, so both cursors read the rows in the same order.
+const recoveryOrder = "ORDER BY age(xmin) DESC, cmin::text::bigint, tableoid, ctid"
 
 // readTable reads the table's ids in chunks; for each chunk it reads the
 // stream once to drop the ids it holds, then reads the same rows in full
