@@ -56,7 +56,7 @@ func exitCode(err error, stderr io.Writer) int {
 const usage = `usage:
   outboxrelay run -config FILE     relay until SIGINT/SIGTERM, then drain and exit 0
   outboxrelay check -config FILE   preflight: print what is wrong and how to fix it
-  outboxrelay recover -config FILE [-accept-gap]
+  outboxrelay recover -config FILE [-accept-gap] [-chunk N]
                                    after a continuity stop: create the slot again and
                                    publish the outbox rows the stream lacks, then exit
   outboxrelay healthcheck [-config FILE] [-url URL]   exit 0 if /readyz says ready, else 1
@@ -84,9 +84,10 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	fs := flag.NewFlagSet(cmd, flag.ContinueOnError)
 	fs.SetOutput(stderr)
 	path := fs.String("config", "", "path to the YAML configuration file")
-	acceptGap := false
+	acceptGap, chunk := false, 0
 	if cmd == "recover" {
 		fs.BoolVar(&acceptGap, "accept-gap", false, "continue past events that may be lost for good (their rows were deleted)")
+		fs.IntVar(&chunk, "chunk", 100_000, "event ids held at once; each chunk reads the stream's headers once")
 	}
 	if err := fs.Parse(args); err != nil {
 		return usageError{err}
@@ -103,7 +104,7 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	case "check":
 		return check(ctx, cfg, stdout)
 	case "recover":
-		return recoverStream(ctx, cfg, acceptGap, stdout, logger)
+		return recoverStream(ctx, cfg, acceptGap, chunk, stdout, logger)
 	}
 	return relay(ctx, cfg, logger)
 }

@@ -18,8 +18,8 @@ import (
 // recoverStream is outboxrelay recover: it creates the slot again and
 // publishes the outbox rows the stream lacks (package recovery), then
 // exits; outboxrelay run streams on from the new slot.
-func recoverStream(ctx context.Context, cfg config.Config, acceptGap bool, stdout io.Writer, log *slog.Logger) error {
-	res, err := recoverFromTable(ctx, cfg, acceptGap, false, log)
+func recoverStream(ctx context.Context, cfg config.Config, acceptGap bool, chunk int, stdout io.Writer, log *slog.Logger) error {
+	res, err := recoverFromTable(ctx, cfg, acceptGap, false, chunk, log)
 	if err != nil {
 		return err
 	}
@@ -35,7 +35,7 @@ func recoverStream(ctx context.Context, cfg config.Config, acceptGap bool, stdou
 
 // recoverFromTable runs a recovery, or with backfill a backfill, with a
 // sink of its own that is drained before it returns.
-func recoverFromTable(ctx context.Context, cfg config.Config, acceptGap, backfill bool, log *slog.Logger) (recovery.Result, error) {
+func recoverFromTable(ctx context.Context, cfg config.Config, acceptGap, backfill bool, chunk int, log *slog.Logger) (recovery.Result, error) {
 	nc, err := natsconn.Connect(natsOptions(cfg.NATS, log))
 	if err != nil {
 		return recovery.Result{}, err
@@ -68,6 +68,7 @@ func recoverFromTable(ctx context.Context, cfg config.Config, acceptGap, backfil
 		DeadLetter: sc.DeadLetterSubject != "",
 		AcceptGap:  acceptGap,
 		Backfill:   backfill,
+		ChunkRows:  chunk,
 		Logger:     log,
 	})
 	stop()

@@ -34,7 +34,7 @@ func relay(ctx context.Context, cfg config.Config, log *slog.Logger) error {
 	if cfg.Outbox.Backfill == config.BackfillExisting {
 		// Before the relay's own sink resumes: it then finds the backfilled
 		// rows as the stream's tail.
-		res, err := recoverFromTable(ctx, cfg, false, true, log)
+		res, err := recoverFromTable(ctx, cfg, false, true, 0, log)
 		if err != nil {
 			return fmt.Errorf("backfill (outbox.backfill: existing): %w", err)
 		}
