@@ -67,13 +67,12 @@ func (s *Sink) onAck(m *nats.Msg) {
 		return
 	}
 	if ack.Duplicate {
-		// Some send of this epoch was stored before, by an earlier run
-		// (possible only when the position could not be read back, see
-		// lastPosition). Events are stored in order, so the oldest on the
-		// wire was stored before too, whichever send this PubAck is for.
-		predicted := s.queue[s.head].seq
-		s.popLocked(time.Now())
-		s.breakLocked(fmt.Errorf("stream had already stored an event, at sequence %d (duplicate), relay predicted %d", ack.Seq, predicted))
+		// JetStream dropped a send whose id it had stored within its
+		// duplicate window, at ack.Seq: a replay of that very event, or
+		// another event with the same id. The resume reads the message at
+		// ack.Seq to tell which (reusedID), without the lock.
+		s.dupSeq = ack.Seq
+		s.breakLocked(fmt.Errorf("stream had already stored an event with the same id, at sequence %d (duplicate), relay predicted %d to %d", ack.Seq, s.queue[s.head].seq, s.queue[s.sent-1].seq))
 		return
 	}
 	// Sends on the wire took consecutive sequences, so ack.Seq names one.

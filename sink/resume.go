@@ -63,6 +63,20 @@ func (s *Sink) resume(ctx context.Context) error {
 	}
 
 	s.mu.Lock()
+	dupSeq := s.dupSeq
+	s.dupSeq = 0
+	s.mu.Unlock()
+	var dup *storedEvent
+	if dupSeq != 0 {
+		if dup, err = readStored(ctx, st, dupSeq); err != nil {
+			s.mu.Lock()
+			s.dupSeq = dupSeq // look again at the next resume
+			s.mu.Unlock()
+			return err
+		}
+	}
+
+	s.mu.Lock()
 	defer s.mu.Unlock()
 	s.stream = st
 	s.maxMsgSize = maxMsgSize
@@ -90,6 +104,9 @@ func (s *Sink) resume(ctx context.Context) error {
 		}
 	} else if lastSeq > 0 {
 		s.log.Warn("the stream's last message is gone (WorkQueue or Interest retention, or a purge); exactly-once now relies on the stream's duplicate window", "last_seq", lastSeq)
+	}
+	if dupSeq != 0 {
+		s.reusedLocked(dupSeq, dup)
 	}
 	s.nextSeq = lastSeq + 1
 	s.sent = s.head

@@ -66,6 +66,10 @@ func (s *Sink) sendQueued() {
 // burst may go on.
 func (s *Sink) sendOne(e *inflight, last bool, reply string, maxMsgSize int) bool {
 	first := s.unasked < 0
+	if e.reused != "" && s.cfg.DeadLetterSubject == "" {
+		s.haltAt(e, first, &InvalidEventError{Event: e.ev, Reason: e.reused, Fix: ReusedIDFix})
+		return false
+	}
 	s.unasked++
 	s.unaskedBytes += e.size
 	if first || last || s.unasked >= AskEvery(s.cfg.Window) || s.unaskedBytes >= AskEvery(s.cfg.WindowBytes) {
@@ -160,6 +164,11 @@ func (s *Sink) send(e *inflight, reply string, maxMsgSize int) error {
 	if ev.Invalid != "" {
 		h[HeaderError] = []string{ev.Invalid}
 		h[HeaderTable] = []string{ev.Table}
+		s.hdrExtra = true
+	}
+	if e.reused != "" {
+		// Under its own id JetStream would drop the dead letter too.
+		delete(h, HeaderMsgID)
 		s.hdrExtra = true
 	}
 	if maxMsgSize > 0 {

@@ -89,6 +89,7 @@ type Sink struct {
 	broken      error    // why the chain needs a resume, which Run does (not a halt); nil while healthy
 	resumed     bool     // the first resume is done
 	halt        error    // why the sink halted: it sends nothing more (see Halted); nil until then
+	dupSeq      uint64   // the sequence a duplicate PubAck named, for the next resume to look at; 0 for none
 	last        Position // newest position enqueued or stored
 	stored      Position // newest position acked by the stream
 
@@ -119,6 +120,9 @@ type inflight struct {
 	seq  uint64 // stream sequence it was sent to take
 	sent time.Time
 	size int
+	// reused says that the stream already holds another event with this
+	// event's id (see reusedID); "" for none.
+	reused string
 }
 
 func parseSubject(tmpl string, partitions int) (*Subject, error) {
