@@ -69,7 +69,13 @@ func TestStandbyRoundTrip(t *testing.T) {
 	np.Thaw() // A, cut from Postgres, publishes alongside B
 	after := workload{Writers: 2, Aggregates: 20, FirstAgg: 2000, Events: 500, MaxTx: 10}.run(ctx, t, e.pg)
 	w := merge(first, big, after)
-	e.waitStreamCount(js, w.Committed(), 2*time.Minute)
+	if err := testenv.Poll(2*time.Minute, func() (bool, error) {
+		n, err := streamCount(ctx, js)
+		return n >= uint64(w.Committed()), err
+	}); err != nil {
+		verify(t, readStream(t, js), w) // says what is missing
+		t.Fatalf("the stream does not hold every event: %v", err)
+	}
 	e.waitConfirmedPast(e.currentLSN(), time.Minute) // B confirmed past the large transaction
 
 	if err := b.Signal(syscall.SIGTERM); err != nil {
