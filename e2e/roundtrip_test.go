@@ -16,12 +16,12 @@ import (
 // reaches Postgres and NATS through proxies. Its NATS link freezes while a
 // large transaction streams, so A holds part of it, unpublished, with the
 // transaction open. Then its Postgres link freezes too; Postgres ends the
-// silent session after wal_sender_timeout, and standby B takes the slot. A's NATS link
-// heals while B publishes, so A, cut from Postgres, publishes what it holds
-// alongside B. B publishes everything, confirms past it, and stops; A's
-// Postgres link heals, and A takes the slot back, past the transaction it
-// had open: it streams on without halting. The stream holds every event
-// exactly once, in commit order.
+// silent session after wal_sender_timeout, and standby B takes the slot,
+// publishes everything and confirms past it. A's NATS link heals while A is
+// still cut from Postgres and B holds the slot: A settles what it held from
+// the stream. B stops; A's Postgres link heals, and A takes the slot back,
+// past the transaction it had open: it streams on without halting. The
+// stream holds every event exactly once, in commit order.
 func TestStandbyRoundTrip(t *testing.T) {
 	// Postgres ends the walsender of A's silent session after
 	// wal_sender_timeout, and only then is the slot free for B
@@ -66,7 +66,6 @@ func TestStandbyRoundTrip(t *testing.T) {
 	testenv.WaitFor(t, time.Minute, "relay B streaming", func() (bool, error) {
 		return testenv.RelayReady(addrB)
 	})
-	np.Thaw() // A, cut from Postgres, publishes alongside B
 	after := workload{Writers: 2, Aggregates: 20, FirstAgg: 2000, Events: 500, MaxTx: 10}.run(ctx, t, e.pg)
 	w := merge(first, big, after)
 	if err := testenv.Poll(2*time.Minute, func() (bool, error) {
@@ -77,6 +76,13 @@ func TestStandbyRoundTrip(t *testing.T) {
 		t.Fatalf("the stream does not hold every event: %v", err)
 	}
 	e.waitConfirmedPast(e.currentLSN(), time.Minute) // B confirmed past the large transaction
+	// A, still cut from Postgres, is back on NATS while B holds the slot:
+	// what it holds is in the stream already.
+	np.Thaw()
+	testenv.WaitFor(t, time.Minute, "relay A settled what it held", func() (bool, error) {
+		m := e.metrics()
+		return grepLines(m, "outboxrelay_events_in_flight ") == "outboxrelay_events_in_flight 0", fmt.Errorf("%s", grepLines(m, "outboxrelay_events_in_flight "))
+	})
 
 	if err := b.Signal(syscall.SIGTERM); err != nil {
 		t.Fatal(err)
