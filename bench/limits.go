@@ -50,6 +50,7 @@ func decodeLimit(pgURL string, pgPid int, slot string, n int) (rate, walsender f
 		case <-time.After(time.Minute):
 			return 0, 0, fmt.Errorf("decode limit: %d of %d events after a minute of silence", events, n)
 		case m := <-cp.Messages():
+			m.Release() // decoded at once, and nothing is kept
 			if m.Kind == capture.Restart {
 				dec.Reset()
 			}

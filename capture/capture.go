@@ -35,7 +35,11 @@ type Config struct {
 	MaxBackoff time.Duration
 	// Buffer is how many messages may wait for the consumer; default 4096.
 	Buffer int
-	Logger *slog.Logger // default slog.Default()
+	// BufferBytes is how many bytes of Data messages may be emitted and not
+	// yet released (Message.Release); default DefaultBufferBytes. A message
+	// larger than that is still emitted, alone.
+	BufferBytes int
+	Logger      *slog.Logger // default slog.Default()
 	// Verify, when set, is asked at every session start, before the slot is
 	// created or streamed, whether the slot continues where the stream ends
 	// (package continuity). A *continuity.Error halts the capture.
@@ -67,6 +71,8 @@ type Message struct {
 	WALStart pglogrepl.LSN // Data: where the message starts (0/0 for a Relation); Restart: the start position
 	WALEnd   pglogrepl.LSN // Keepalive: the server's sent position
 	Data     []byte        // Data: the pgoutput message, owned by the receiver
+
+	budget *budget // what Release returns len(Data) to
 }
 
 // Positioner tells the capture which position is safe to confirm.
@@ -76,10 +82,11 @@ type Positioner interface {
 
 // Capture streams one slot. Create it with New and call Run once.
 type Capture struct {
-	cfg Config
-	pos Positioner
-	out chan Message
-	log *slog.Logger
+	cfg    Config
+	pos    Positioner
+	out    chan Message
+	budget *budget
+	log    *slog.Logger
 
 	waited     bool // emit blocked since the stream loop last looked; owned by Run
 	streaming  atomic.Bool
@@ -107,11 +114,14 @@ func New(cfg Config, pos Positioner) *Capture {
 	if cfg.Buffer <= 0 {
 		cfg.Buffer = 4096
 	}
+	if cfg.BufferBytes <= 0 {
+		cfg.BufferBytes = DefaultBufferBytes
+	}
 	if cfg.Logger == nil {
 		cfg.Logger = slog.Default()
 	}
 	cfg.Logger = cfg.Logger.With("slot", cfg.Slot)
-	return &Capture{cfg: cfg, pos: pos, out: make(chan Message, cfg.Buffer), log: cfg.Logger, poke: make(chan struct{}, 1)}
+	return &Capture{cfg: cfg, pos: pos, out: make(chan Message, cfg.Buffer), budget: newBudget(cfg.BufferBytes), log: cfg.Logger, poke: make(chan struct{}, 1)}
 }
 
 // Messages returns the stream of messages. It is never closed.
@@ -378,39 +388,6 @@ func setupErr(setup context.Context, err error) error {
 // clockEvery is how many messages the stream loop receives between reads of
 // the clock.
 const clockEvery = 64
-
-// emit hands m downstream. While the consumer is behind it keeps confirming,
-// so Postgres does not time the connection out; it reads nothing meanwhile,
-// which is the backpressure that keeps memory bounded. It reports false
-// when ctx ended first.
-func (c *Capture) emit(ctx context.Context, conn *pgconn.PgConn, floor pglogrepl.LSN, m Message) bool {
-	select {
-	case c.out <- m:
-		return true
-	default:
-	}
-	// Reading nothing while we wait is not silence from Postgres.
-	defer func() { c.waited = true }()
-	t := time.NewTicker(c.cfg.StatusInterval)
-	defer t.Stop()
-	for {
-		select {
-		case c.out <- m:
-			return true
-		case <-ctx.Done():
-			return false
-		case <-t.C:
-			if err := c.sendStatus(conn, floor, false); err != nil {
-				// The session is lost; the stream loop finds out at its next
-				// receive, once m is taken. Say so now.
-				c.log.Warn("send standby status", "err", err)
-				msg := err.Error()
-				c.lastErr.Store(&msg)
-				c.streaming.Store(false)
-			}
-		}
-	}
-}
 
 func (c *Capture) sendStatus(conn *pgconn.PgConn, floor pglogrepl.LSN, replyRequested bool) error {
 	wm, checked := c.pos.Watermark(), pglogrepl.LSN(c.checked.Load())

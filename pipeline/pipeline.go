@@ -89,13 +89,19 @@ func (p *Pipeline) Run(ctx context.Context, msgs <-chan capture.Message) error {
 	dec.AcceptMessages(p.cfg.Messages)
 	skip := false // in a transaction that was already fully handed over
 	warned := map[string]bool{}
+	// The previous message is released when the loop comes back for the
+	// next: by then its event, if any, is in the publisher's window, which
+	// bounds its own bytes, and the capture may read that many more.
+	var prev capture.Message
 	for {
+		prev.Release()
 		var m capture.Message
 		select {
 		case <-ctx.Done():
 			return nil
 		case m = <-msgs:
 		}
+		prev = m
 		switch m.Kind {
 		case capture.Restart:
 			dec.Reset()

@@ -44,7 +44,7 @@ type Config struct {
 	// ExtraSubjects are subjects the stream must capture besides the template's.
 	ExtraSubjects    []string
 	Window           int           // events in flight at most; default 4096
-	WindowBytes      int           // payload bytes in flight at most; default 32 MiB
+	WindowBytes      int           // bytes queued or in flight at most; default DefaultWindowBytes
 	AckTimeout       time.Duration // a PubAck not seen by then breaks the chain; default 5s
 	Logger           *slog.Logger  // default slog.Default()
 	ObserveLatency   func(time.Duration)
@@ -115,6 +115,13 @@ type Sink struct {
 // Config.Window is not set.
 const DefaultWindow = 4096
 
+// DefaultWindowBytes is how many bytes of events (payloads and ids, with a
+// fixed allowance for the rest) Publish queues and Run keeps in flight at
+// most when Config.WindowBytes is not set. With the capture's own budget it
+// bounds the relay's memory by bytes (docs/design.md, I4); small events
+// reach DefaultWindow first.
+const DefaultWindowBytes = 16 << 20
+
 type inflight struct {
 	ev   *decode.Event
 	seq  uint64 // stream sequence it was sent to take
@@ -163,7 +170,7 @@ func New(nc *nats.Conn, cfg Config, acker Acker) (*Sink, error) {
 		cfg.Window = DefaultWindow
 	}
 	if cfg.WindowBytes <= 0 {
-		cfg.WindowBytes = 32 << 20
+		cfg.WindowBytes = DefaultWindowBytes
 	}
 	if cfg.AckTimeout <= 0 {
 		cfg.AckTimeout = 5 * time.Second
