@@ -111,22 +111,40 @@ func TestPartitionedOutbox(t *testing.T) {
 	})
 
 	// pgoutput maps the partition's rows to the parent's column order.
-	attach := fmt.Sprintf(`CREATE TABLE public.outbox_day3 (
+	// Each statement on its own: in one transaction, the ALTERs' locks
+	// can deadlock with the writers' inserts. A deadlock is retried.
+	for _, sql := range []string{`CREATE TABLE public.outbox_day3 (
 		created_at timestamptz NOT NULL, payload jsonb, type text NOT NULL, aggregateid text NOT NULL,
-		aggregatetype text NOT NULL, id uuid NOT NULL DEFAULT gen_random_uuid(), PRIMARY KEY (id, created_at));
-		ALTER TABLE public.outbox ATTACH PARTITION public.outbox_day3 FOR VALUES FROM (%s) TO (%s);
-		ALTER TABLE public.outbox ALTER COLUMN created_at SET DEFAULT now() + floor(random() * 4) * interval '1 day'`, day(3), day(4))
-	if err := e.pg.Exec(ctx, attach); err != nil {
-		t.Fatalf("attach a partition: %v", err)
+		aggregatetype text NOT NULL, id uuid NOT NULL DEFAULT gen_random_uuid(), PRIMARY KEY (id, created_at))`,
+		fmt.Sprintf("ALTER TABLE public.outbox ATTACH PARTITION public.outbox_day3 FOR VALUES FROM (%s) TO (%s)", day(3), day(4)),
+		"ALTER TABLE public.outbox ALTER COLUMN created_at SET DEFAULT now() + floor(random() * 4) * interval '1 day'",
+	} {
+		testenv.WaitFor(t, 30*time.Second, "attach a partition", func() (bool, error) {
+			err := e.pg.Exec(ctx, sql)
+			if err != nil && strings.Contains(err.Error(), "40P01") {
+				return false, err // deadlock with a writer: again
+			}
+			if err != nil {
+				t.Fatalf("attach a partition: %v", err)
+			}
+			return true, nil
+		})
 	}
 	testenv.WaitFor(t, time.Minute, "rows in the attached partition", func() (bool, error) {
 		n := partitionRows(t, e)["outbox_day3"]
 		return n >= 100, fmt.Errorf("%d rows", n)
 	})
 	// From now on, tomorrow's rows go to the default partition.
-	if err := e.pg.Exec(ctx, "ALTER TABLE public.outbox DETACH PARTITION public.outbox_day1"); err != nil {
-		t.Fatalf("detach a partition: %v", err)
-	}
+	testenv.WaitFor(t, 30*time.Second, "detach a partition", func() (bool, error) {
+		err := e.pg.Exec(ctx, "ALTER TABLE public.outbox DETACH PARTITION public.outbox_day1")
+		if err != nil && strings.Contains(err.Error(), "40P01") {
+			return false, err // deadlock with a writer: again
+		}
+		if err != nil {
+			t.Fatalf("detach a partition: %v", err)
+		}
+		return true, nil
+	})
 	testenv.WaitFor(t, time.Minute, "rows of tomorrow in the default partition", func() (bool, error) {
 		n := 0
 		conn, err := e.pg.Connect(ctx)
