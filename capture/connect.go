@@ -19,31 +19,28 @@ import (
 // accepts simple SQL queries. With readWait above 0 its reads coalesce (see
 // readCoalesce).
 func connect(ctx context.Context, url string, readWait time.Duration) (*pgconn.PgConn, error) {
-	cfg, err := pgconn.ParseConfig(url)
-	if err != nil {
-		return nil, fmt.Errorf("postgres.url: %w", err)
-	}
-	cfg.RuntimeParams["replication"] = "database"
-	if readWait > 0 {
-		coalesceReads(cfg, readWait)
-	}
-	if cfg.RuntimeParams["application_name"] == "" {
-		cfg.RuntimeParams["application_name"] = "outboxrelay"
-	}
-	conn, err := pgconn.ConnectConfig(ctx, cfg)
-	if err != nil {
-		return nil, connectError(cfg, err)
-	}
-	return conn, nil
+	return dial(ctx, url, func(cfg *pgconn.Config) {
+		cfg.RuntimeParams["replication"] = "database"
+		if readWait > 0 {
+			coalesceReads(cfg, readWait)
+		}
+	})
 }
 
 // connectPlain opens an ordinary connection, for queries beside a
 // streaming replication connection.
 func connectPlain(ctx context.Context, url string) (*pgconn.PgConn, error) {
+	return dial(ctx, url, func(*pgconn.Config) {})
+}
+
+// dial connects to url with the settings set applies, named outboxrelay
+// unless the URL names the application.
+func dial(ctx context.Context, url string, set func(*pgconn.Config)) (*pgconn.PgConn, error) {
 	cfg, err := pgconn.ParseConfig(url)
 	if err != nil {
 		return nil, fmt.Errorf("postgres.url: %w", err)
 	}
+	set(cfg)
 	if cfg.RuntimeParams["application_name"] == "" {
 		cfg.RuntimeParams["application_name"] = "outboxrelay"
 	}

@@ -35,6 +35,17 @@ func newEvents() *events {
 	return &events{w: &written{committed: map[string]sent{}, rolledBack: map[string]bool{}}, n: map[string]int{}}
 }
 
+// next numbers the next event: the next of ten aggregates in turn, and its
+// n among that aggregate's events.
+func (ev *events) next() sent {
+	ev.mu.Lock()
+	defer ev.mu.Unlock()
+	ev.i++
+	typ, id := aggregate(ev.i % 10)
+	ev.n[typ+"/"+id]++
+	return sent{AggType: typ, AggID: id, Type: "created", N: ev.n[typ+"/"+id], Payload: fmt.Sprintf(`{"i": %d}`, ev.i)}
+}
+
 // insert commits count events; with deleted, each transaction deletes its
 // row again (the insert-then-delete cleanup), and the events are returned
 // without being remembered when lost is set.
@@ -48,13 +59,7 @@ func (ev *events) insert(t *testing.T, e *env, count int, deleted bool) *written
 	defer conn.Close(ctx)
 	batch := &written{committed: map[string]sent{}, rolledBack: map[string]bool{}}
 	for range count {
-		ev.mu.Lock()
-		ev.i++
-		typ, id := aggregate(ev.i % 10)
-		ev.n[typ+"/"+id]++
-		s := sent{AggType: typ, AggID: id, Type: "created", N: ev.n[typ+"/"+id]}
-		s.Payload = fmt.Sprintf(`{"i": %d}`, ev.i)
-		ev.mu.Unlock()
+		s := ev.next()
 		tx, err := conn.Begin(ctx)
 		if err != nil {
 			t.Fatal(err)
@@ -412,12 +417,7 @@ func (ev *events) insertOneTx(t *testing.T, e *env, count int) {
 	}
 	var batch []sent
 	for range count {
-		ev.mu.Lock()
-		ev.i++
-		typ, id := aggregate(ev.i % 10)
-		ev.n[typ+"/"+id]++
-		s := sent{AggType: typ, AggID: id, Type: "created", N: ev.n[typ+"/"+id], Payload: fmt.Sprintf(`{"i": %d}`, ev.i)}
-		ev.mu.Unlock()
+		s := ev.next()
 		if err := tx.QueryRow(ctx, "INSERT INTO outbox (aggregatetype, aggregateid, type, payload) VALUES ($1, $2, $3, $4) RETURNING id::text",
 			s.AggType, s.AggID, s.Type, s.Payload).Scan(&s.ID); err != nil {
 			t.Fatal(err)

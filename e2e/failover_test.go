@@ -116,12 +116,7 @@ func (w *writer) one() {
 		return // down, or in recovery: try again
 	}
 	defer conn.Close(context.Background())
-	w.ev.mu.Lock()
-	w.ev.i++
-	typ, id := aggregate(w.ev.i % 10)
-	w.ev.n[typ+"/"+id]++
-	s := sent{AggType: typ, AggID: id, Type: "created", N: w.ev.n[typ+"/"+id], Payload: fmt.Sprintf(`{"i": %d}`, w.ev.i)}
-	w.ev.mu.Unlock()
+	s := w.ev.next()
 	err = conn.QueryRow(ctx, "INSERT INTO outbox (aggregatetype, aggregateid, type, payload) VALUES ($1, $2, $3, $4) RETURNING id::text",
 		s.AggType, s.AggID, s.Type, s.Payload).Scan(&s.ID)
 	w.ev.mu.Lock()
