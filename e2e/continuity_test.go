@@ -16,6 +16,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/nats-io/nats.go/jetstream"
 	"github.com/outboxrelay/outboxrelay/internal/testenv"
 	"github.com/outboxrelay/outboxrelay/schema"
 )
@@ -97,6 +98,26 @@ func (ev *events) forget(lost *written) {
 		delete(ev.w.committed, id)
 		ev.n[s.AggType+"/"+s.AggID]--
 	}
+}
+
+// startWith starts the relay, commits n events and waits until the stream
+// holds them (and nothing else).
+func (e *env) startWith(js jetstream.JetStream, ev *events, n int, deleted bool) *testenv.Process {
+	e.t.Helper()
+	relay := e.startRelay()
+	ev.insert(e.t, e, n, deleted)
+	e.waitStreamCount(js, n, time.Minute)
+	return relay
+}
+
+// streamOn starts the relay, commits n more events, and checks that the
+// stream holds every event ev remembers exactly once, in order.
+func (e *env) streamOn(js jetstream.JetStream, ev *events, n int, deleted bool) {
+	e.t.Helper()
+	e.startRelay()
+	ev.insert(e.t, e, n, deleted)
+	e.waitStreamCount(js, ev.w.Committed(), time.Minute)
+	verify(e.t, readStream(e.t, js), ev.w)
 }
 
 // readyz returns /readyz's status code and body.
@@ -219,9 +240,7 @@ func TestSlotDroppedRowsKept(t *testing.T) {
 	e := newEnv(t)
 	js := e.js()
 	ev := newEvents()
-	relay := e.startRelay()
-	ev.insert(t, e, 500, false)
-	e.waitStreamCount(js, 500, time.Minute)
+	relay := e.startWith(js, ev, 500, false)
 	e.stopRelay(relay)
 
 	if err := e.pg.Exec(context.Background(), "SELECT pg_drop_replication_slot('outboxrelay')"); err != nil {
@@ -277,9 +296,7 @@ func TestSlotDroppedInsertThenDelete(t *testing.T) {
 	e := newEnv(t)
 	js := e.js()
 	ev := newEvents()
-	relay := e.startRelay()
-	ev.insert(t, e, 200, true)
-	e.waitStreamCount(js, 200, time.Minute)
+	relay := e.startWith(js, ev, 200, true)
 	e.stopRelay(relay)
 	if err := e.pg.Exec(context.Background(), "SELECT pg_drop_replication_slot('outboxrelay')"); err != nil {
 		t.Fatal(err)
@@ -322,12 +339,20 @@ func TestStreamFromAnotherCluster(t *testing.T) {
 
 	other := testenv.StartPostgres(t)
 	testenv.CreateOutbox(t, other)
-	writeFile(t, e.cfgPath, relayConfig{PGURL: other.URL(), NATSURL: e.natsURL, HTTP: e.httpAddr}.yaml())
-	relay = testenv.StartProcess(t, e.bin, "run", "-config", e.cfgPath)
-	e.waitContinuityStop(relay, "from Postgres cluster", 30*time.Second)
-	stopHalted(t, relay, "point postgres.url at the database the stream was filled from")
+	e.refusedAt(other, "from Postgres cluster", "point postgres.url at the database the stream was filled from")
+}
+
+// refusedAt points the relay at pg, which cannot continue its stream: run
+// stops with the continuity error that says want and fix, and recover
+// refuses too.
+func (e *env) refusedAt(pg *testenv.Postgres, want, fix string) {
+	e.t.Helper()
+	writeFile(e.t, e.cfgPath, relayConfig{PGURL: pg.URL(), NATSURL: e.natsURL, HTTP: e.httpAddr}.yaml())
+	relay := testenv.StartProcess(e.t, e.bin, "run", "-config", e.cfgPath)
+	e.waitContinuityStop(relay, want, 30*time.Second)
+	stopHalted(e.t, relay, fix)
 	if code, out := e.recover(); code != 1 || !strings.Contains(out, "recovery cannot continue this stream") {
-		t.Fatalf("recover against another cluster: exit %d, want 1 and a refusal\n%s", code, out)
+		e.t.Fatalf("recover: exit %d, want 1 and a refusal\n%s", code, out)
 	}
 }
 
@@ -362,9 +387,7 @@ func TestPublicationChangedWhileStreaming(t *testing.T) {
 			e := newEnv(t)
 			js := e.js()
 			ev := newEvents()
-			relay := e.startRelay()
-			ev.insert(t, e, 200, false)
-			e.waitStreamCount(js, 200, time.Minute)
+			relay := e.startWith(js, ev, 200, false)
 
 			ctx := context.Background()
 			for _, sql := range tc.change {
@@ -394,10 +417,7 @@ func TestPublicationChangedWhileStreaming(t *testing.T) {
 				t.Fatalf("recover: exit %d, want 0 with %d published\n%s", code, want, out)
 			}
 			t.Logf("recover said:\n%s", out)
-			e.startRelay()
-			ev.insert(t, e, 50, false)
-			e.waitStreamCount(js, ev.w.Committed(), time.Minute)
-			verify(t, readStream(t, js), ev.w)
+			e.streamOn(js, ev, 50, false)
 		})
 	}
 }
@@ -479,9 +499,7 @@ func TestSlotInvalidated(t *testing.T) {
 	e := newEnvWith(t, n, n.URL(), testenv.PostgresOptions{Settings: map[string]string{"max_slot_wal_keep_size": "1MB", "max_wal_size": "32MB", "min_wal_size": "32MB"}})
 	js := e.js()
 	ev := newEvents()
-	relay := e.startRelay()
-	ev.insert(t, e, 100, false)
-	e.waitStreamCount(js, 100, time.Minute)
+	relay := e.startWith(js, ev, 100, false)
 
 	if err := n.Stop(); err != nil {
 		t.Fatal(err)
@@ -521,10 +539,7 @@ func TestSlotInvalidated(t *testing.T) {
 		t.Fatalf("recover: exit %d, want 0 with the 200 rows the stream lacked published\n%s", code, out)
 	}
 	t.Logf("recover said:\n%s", out)
-	e.startRelay()
-	ev.insert(t, e, 50, false)
-	e.waitStreamCount(js, ev.w.Committed(), time.Minute)
-	verify(t, readStream(t, js), ev.w)
+	e.streamOn(js, ev, 50, false)
 }
 
 // TestStreamAheadOfRestoredBackup: the database is restored from a backup
@@ -534,21 +549,13 @@ func TestStreamAheadOfRestoredBackup(t *testing.T) {
 	e := newEnv(t)
 	js := e.js()
 	ev := newEvents()
-	relay := e.startRelay()
-	ev.insert(t, e, 100, false)
-	e.waitStreamCount(js, 100, time.Minute)
+	relay := e.startWith(js, ev, 100, false)
 	backup := testenv.ClonePostgres(t, e.pg, testenv.CloneOptions{})
 	ev.insert(t, e, 200, false)
 	e.waitStreamCount(js, 300, time.Minute)
 	e.stopRelay(relay)
 
-	writeFile(t, e.cfgPath, relayConfig{PGURL: backup.URL(), NATSURL: e.natsURL, HTTP: e.httpAddr}.yaml())
-	relay = testenv.StartProcess(t, e.bin, "run", "-config", e.cfgPath)
-	e.waitContinuityStop(relay, "ahead of the server's current WAL position", 30*time.Second)
-	stopHalted(t, relay, "the database is a restored backup, or another cluster")
-	if code, out := e.recover(); code != 1 || !strings.Contains(out, "recovery cannot continue this stream") {
-		t.Fatalf("recover against the restored backup: exit %d, want 1 and a refusal\n%s", code, out)
-	}
+	e.refusedAt(backup, "ahead of the server's current WAL position", "the database is a restored backup, or another cluster")
 }
 
 // TestRecoverPartitionedOutbox: recovery from a partitioned outbox table,
@@ -559,9 +566,7 @@ func TestRecoverPartitionedOutbox(t *testing.T) {
 	partitionOutbox(t, e)
 	js := e.js()
 	ev := newEvents()
-	relay := e.startRelay()
-	ev.insert(t, e, 300, false)
-	e.waitStreamCount(js, 300, time.Minute)
+	relay := e.startWith(js, ev, 300, false)
 	e.stopRelay(relay)
 	if err := e.pg.Exec(context.Background(), "SELECT pg_drop_replication_slot('outboxrelay')"); err != nil {
 		t.Fatal(err)
@@ -572,8 +577,5 @@ func TestRecoverPartitionedOutbox(t *testing.T) {
 	if code != 0 || !strings.Contains(out, "700 rows in the outbox tables, 300 already in stream \"OUTBOX\", 400 published") {
 		t.Fatalf("recover: exit %d\n%s", code, out)
 	}
-	e.startRelay()
-	ev.insert(t, e, 50, false)
-	e.waitStreamCount(js, ev.w.Committed(), time.Minute)
-	verify(t, readStream(t, js), ev.w)
+	e.streamOn(js, ev, 50, false)
 }
