@@ -93,6 +93,9 @@ func TestReusedID(t *testing.T) {
 			if dead.Subject != "outbox.dead_letter" || !strings.Contains(dead.Header.Get("Outbox-Error"), fmt.Sprintf("id %q was already used by stream sequence 51", reused)) {
 				t.Fatalf("message 72: subject %q, Outbox-Error %q; want the reused id dead-lettered with the reason", dead.Subject, dead.Header.Get("Outbox-Error"))
 			}
+			if want := reused + "@" + dead.Header.Get("Outbox-Commit-LSN") + "#1"; dead.Header.Get("Nats-Msg-Id") != want {
+				t.Fatalf("dead letter's Nats-Msg-Id = %q, want its own, %q", dead.Header.Get("Nats-Msg-Id"), want)
+			}
 			if dead.Header.Get("Outbox-Event-Id") != reused {
 				t.Fatalf("dead letter's Outbox-Event-Id = %q, want %q", dead.Header.Get("Outbox-Event-Id"), reused)
 			}

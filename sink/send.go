@@ -167,8 +167,9 @@ func (s *Sink) send(e *inflight, reply string, maxMsgSize int) error {
 		s.hdrExtra = true
 	}
 	if e.reused != "" {
-		// Under its own id JetStream would drop the dead letter too.
-		delete(h, HeaderMsgID)
+		// Under the event's id JetStream would drop the dead letter too;
+		// under one of its own, a resend of it is still deduplicated.
+		h[HeaderMsgID] = []string{ev.ID + "@" + s.txLSNText + "#" + v[7][0]}
 		s.hdrExtra = true
 	}
 	if maxMsgSize > 0 {
