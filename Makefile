@@ -51,7 +51,7 @@ test-pg: bin/nats-server ## the core e2e scenario on each of PG_VERSIONS; every 
 
 soak: prereqs ## the fault tests with 5x the events and faults (not in CI)
 	OUTBOXRELAY_SOAK=$${SOAK:-5} NATS_SERVER_BIN=$(CURDIR)/bin/nats-server $(GO) test -race -count=1 -timeout 90m -v \
-	  -run 'TestRelayKill9|TestNATSKill9AndFreeze|TestPostgresRestart|TestClusterFailover|TestStandbyTakeover' ./e2e/
+	  -run 'TestRelayKill9|TestNATSKill9AndFreeze|TestPostgresRestart|TestClusterFailover|TestStandbyTakeover|TestStandbyRoundTrip' ./e2e/
 
 demo: build bin/nats-server ## Postgres + nats-server + relay under ./.demo, sample events printed
 	$(GO) build -o bin/demo ./demo
