@@ -89,6 +89,12 @@ func (s *Sink) onAck(m *nats.Msg) {
 		s.popLocked(now) // may compact the queue: count, do not compare indexes
 	}
 	s.seenSeq = ack.Seq
+	if s.probing {
+		// The epoch's first send is stored where it was predicted: the
+		// rest may follow it (see sendQueued).
+		s.probing = false
+		s.signal()
+	}
 }
 
 // parseAck reads the common PubAck forms, {"stream":"S","seq":N} and

@@ -28,6 +28,7 @@ func (s *Sink) resume(ctx context.Context) error {
 	s.reply = s.inbox + strconv.FormatUint(s.epoch, 10)
 	s.sent = s.head
 	s.unasked = -1 // the epoch's first send asks for its PubAck
+	s.probing = false
 	s.mu.Unlock()
 	if st == nil {
 		ectx, cancel := context.WithTimeout(ctx, 10*time.Second)

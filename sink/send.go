@@ -33,22 +33,36 @@ var baseHeaders = [...]string{HeaderMsgID, HeaderExpectedSeq, HeaderEventID, Hea
 // last send on the wire always asks, so every send is settled, or breaks
 // the chain. Fewer PubAcks cost nats-server and the relay less per event
 // (docs/performance.md, "PubAcks for some sends").
+//
+// The epoch's first send goes alone, and the rest wait for its PubAck: it
+// proves the prediction the chain starts from. "A refused send makes every
+// later one fail" holds only while the prediction is at or ahead of the
+// stream. A prediction behind it, from a resume that read the stream before
+// another relay stored more (a standby that waited while the active relay
+// published), would have sends refused until their predicted sequences
+// caught up with the stream's, and the next ones stored after events they
+// do not follow; the resume would then settle the refused ones as stored.
+// The probe costs one round trip per resume.
 func (s *Sink) sendQueued() {
 	for {
 		// Take every queued event at once: one lock and one clock read for
 		// a burst, not for each event.
 		s.mu.Lock()
-		if s.broken != nil || s.halt != nil || s.sent == len(s.queue) {
+		if s.broken != nil || s.halt != nil || s.sent == len(s.queue) || s.probing {
 			s.mu.Unlock()
 			return
 		}
 		now := time.Now()
 		batch := append(s.batch[:0], s.queue[s.sent:]...)
+		if s.unasked < 0 {
+			batch = batch[:1]
+			s.probing = true
+		}
 		for _, e := range batch {
 			e.seq, e.sent = s.nextSeq, now
 			s.nextSeq++
 		}
-		s.sent = len(s.queue)
+		s.sent += len(batch)
 		reply, maxMsgSize := s.reply, s.maxMsgSize
 		s.mu.Unlock()
 		s.batch = batch

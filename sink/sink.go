@@ -90,6 +90,7 @@ type Sink struct {
 	resumed     bool     // the first resume is done
 	halt        error    // why the sink halted: it sends nothing more (see Halted); nil until then
 	dupSeq      uint64   // the sequence a duplicate PubAck named, for the next resume to look at; 0 for none
+	probing     bool     // the epoch's first send is on the wire, alone, until its PubAck settles it (see sendQueued)
 	last        Position // newest position enqueued or stored
 	stored      Position // newest position acked by the stream
 
