@@ -296,6 +296,7 @@ const (
 	badPayload    = `payload (column "created_at") has type OID 1184; supported payload types are json, jsonb, text, varchar, char, name and bytea (not domains over them)`
 	notCovered    = `stream "OUTBOX" has subjects [other.>], which do not cover "outbox.>": add "outbox.>" to the stream's subjects, or point nats.stream at another stream`
 	sharedStream  = `stream "OUTBOX", sequence 1, subject "outbox.billing.7": stream is shared with another writer: it has no valid Outbox-Commit-LSN/Outbox-Tx-Seq headers; the relay must be the stream's only writer: give it its own stream (nats.stream), and use JetStream sources or mirrors to combine streams`
+	sourcesOthers = `stream "OUTBOX" sources streams [SHARD2], so JetStream writes their messages into it, and the relay must be its stream's only writer: remove the sources from stream "OUTBOX" and put them on a stream of their own that sources it too (docs/fan-in.md), or point nats.stream at another stream`
 	fixPGAuth     = "Postgres refused the login: check the user and password in postgres.url, and that pg_hba.conf allows this role both ordinary and replication connections"
 	fixPGDown     = "Postgres is not reachable: check that it is running and that postgres.url names the right host and port"
 	fixNATSAuth   = "check the credentials in nats.url"

@@ -65,10 +65,14 @@ type relayConfig struct {
 	LogLevel string // default debug
 	Format   string // log.format, default text
 	Extra    string // top-level YAML after the rest
+	Stream   string // nats.stream, default stream
 }
 
 func (c relayConfig) yaml() string {
-	level, format := c.LogLevel, c.Format
+	level, format, name := c.LogLevel, c.Format, c.Stream
+	if name == "" {
+		name = stream
+	}
 	if level == "" {
 		level = "debug"
 	}
@@ -76,7 +80,7 @@ func (c relayConfig) yaml() string {
 		format = "text"
 	}
 	return fmt.Sprintf("postgres:\n  url: %q\n%snats:\n  url: %q\n  stream: %s\n%shttp:\n  listen: %s\nlog:\n  level: %s\n  format: %s\n%s",
-		c.PGURL, c.Postgres, c.NATSURL, stream, c.NATS, c.HTTP, level, format, c.Extra)
+		c.PGURL, c.Postgres, c.NATSURL, name, c.NATS, c.HTTP, level, format, c.Extra)
 }
 
 func writeFile(t *testing.T, path, text string) {

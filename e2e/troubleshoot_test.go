@@ -126,6 +126,15 @@ func TestCheckNATS(t *testing.T) {
 		c.reset(t)
 	})
 
+	t.Run("stream sources another stream", func(t *testing.T) {
+		createStream(t, jetstream.StreamConfig{Name: "SHARD2", Subjects: []string{"shard2.>"}})
+		createStream(t, jetstream.StreamConfig{Name: stream, Subjects: []string{"outbox.>"}, Sources: []*jetstream.StreamSource{{Name: "SHARD2"}}})
+		out := c.check(t, good, 1)
+		wantLines(t, out, "FAIL  nats stream OUTBOX: "+sourcesOthers)
+		c.runSays(t, good, sourcesOthers, nil)
+		c.reset(t)
+	})
+
 	t.Run("stream subjects taken by another stream", func(t *testing.T) {
 		createStream(t, jetstream.StreamConfig{Name: "BILLING", Subjects: []string{"outbox.billing.>"}})
 		const overlaps = `its subject "outbox.>" overlaps subject "outbox.billing.>" of stream "BILLING": change the subject templates (nats.subject) or that stream's subjects, or point nats.stream at stream "BILLING" if it is the relay's`

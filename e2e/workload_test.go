@@ -341,9 +341,15 @@ type received struct {
 // readStream reads every message of the stream, in stream order.
 func readStream(t *testing.T, js jetstream.JetStream) []received {
 	t.Helper()
+	return readStreamNamed(t, js, stream)
+}
+
+// readStreamNamed reads every message of stream name, in stream order.
+func readStreamNamed(t *testing.T, js jetstream.JetStream, name string) []received {
+	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer cancel()
-	st, err := js.Stream(ctx, stream)
+	st, err := js.Stream(ctx, name)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -352,7 +358,7 @@ func readStream(t *testing.T, js jetstream.JetStream) []received {
 		t.Fatal(err)
 	}
 	want := int(info.State.Msgs)
-	cons, err := js.OrderedConsumer(ctx, stream, jetstream.OrderedConsumerConfig{})
+	cons, err := js.OrderedConsumer(ctx, name, jetstream.OrderedConsumerConfig{})
 	if err != nil {
 		t.Fatal(err)
 	}

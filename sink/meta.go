@@ -59,9 +59,9 @@ func ReadEnd(ctx context.Context, st jetstream.Stream) (continuity.End, error) {
 	if err != nil {
 		return continuity.End{}, fmt.Errorf("read last message (sequence %d): %w", e.LastSeq, err)
 	}
-	pos, err := parsePosition(msg.Header.Get(HeaderCommitLSN), msg.Header.Get(HeaderTxSeq))
+	pos, err := ownPosition(e.Stream, e.LastSeq, msg)
 	if err != nil {
-		return continuity.End{}, fmt.Errorf("stream %q, sequence %d, subject %q: %w: it has no valid %s/%s headers; the relay must be the stream's only writer: give it its own stream (nats.stream), and use JetStream sources or mirrors to combine streams", e.Stream, e.LastSeq, msg.Subject, ErrSharedStream, HeaderCommitLSN, HeaderTxSeq)
+		return continuity.End{}, err
 	}
 	e.Found, e.CommitLSN, e.EventID = true, pos.CommitLSN, msg.Header.Get(HeaderEventID)
 	e.CommitTime, _ = time.Parse(time.RFC3339Nano, msg.Header.Get(HeaderCommitTime))

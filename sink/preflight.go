@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"strings"
 	"time"
 
 	"github.com/nats-io/nats.go"
@@ -74,6 +75,8 @@ func Preflight(ctx context.Context, nc *nats.Conn, cfg Config) []report.Finding 
 	switch {
 	case c.Mirror != nil:
 		fail("is a mirror, which cannot be published to: point nats.stream at a stream of its own for the relay")
+	case len(c.Sources) > 0:
+		fail("%s", sourcesProblem(cfg.Stream, c.Sources))
 	case c.Sealed:
 		fail("is sealed, so nothing can be added to it: point nats.stream at another stream")
 	case c.NoAck:
@@ -99,6 +102,9 @@ func Preflight(ctx context.Context, nc *nats.Conn, cfg Config) []report.Finding 
 	add(report.OK, item, "subjects %v, %s retention, %s storage, %d replicas, duplicate window %s, max_msg_size %s, %d messages; %s",
 		c.Subjects, c.Retention, c.Storage, max(c.Replicas, 1), c.Duplicates, limit(int64(c.MaxMsgSize), "bytes"), info.State.Msgs, last)
 
+	if by := sourcedBy(ctx, s.js, cfg.Stream); len(by) > 0 {
+		add(report.OK, item, "sourced by %s: JetStream copies its messages with their headers, except Nats-Expected-*, and each copy keeps the relay's order (docs/fan-in.md)", strings.Join(by, ", "))
+	}
 	if c.Retention != jetstream.LimitsPolicy {
 		add(report.Warn, item, "has %s retention: consumed messages are removed, so after a restart the relay may not find its last message, and exactly-once then rests on the duplicate window (%s) alone: give the relay a stream with limits retention, and let consumers read it through their own consumers (or a WorkQueue stream that sources it)", c.Retention, c.Duplicates)
 	} else if lastSeq > 0 && !stored {
@@ -141,4 +147,24 @@ func cannotCreate(ctx context.Context, js jetstream.JetStream, ai *jetstream.Acc
 		return fmt.Sprintf("the account requires max_bytes on every stream (max_bytes_required): create the stream yourself with subjects %v and a max_bytes that fits the account", want)
 	}
 	return overlapProblem(ctx, js, want)
+}
+
+// sourcedBy names the streams that source or mirror stream name, such as
+// the aggregate stream of a fan-in, each as "stream X" or "mirror X".
+func sourcedBy(ctx context.Context, js jetstream.JetStream, name string) []string {
+	var by []string
+	lister := js.ListStreams(ctx)
+	for si := range lister.Info() {
+		c := si.Config
+		if c.Mirror != nil && c.Mirror.Name == name {
+			by = append(by, fmt.Sprintf("mirror %q", c.Name))
+		}
+		for _, src := range c.Sources {
+			if src.Name == name {
+				by = append(by, fmt.Sprintf("stream %q", c.Name))
+				break
+			}
+		}
+	}
+	return by
 }

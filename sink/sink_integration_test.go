@@ -393,3 +393,51 @@ func TestSinkSettlesDuplicatesAfterPurge(t *testing.T) {
 		}
 	}
 }
+
+// TestSinkRefusesSourcedLastMessage: a message JetStream copied into the
+// stream from another (a stream that sourced others once) is not the
+// relay's, even with valid position headers: they are another database's.
+func TestSinkRefusesSourcedLastMessage(t *testing.T) {
+	n := testenv.StartNATS(t)
+	nc := connect(t, n.URL())
+	js := newJS(t, nc)
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	if _, err := js.CreateStream(ctx, jetstream.StreamConfig{Name: "SHARD2", Subjects: []string{"shard2.>"}}); err != nil {
+		t.Fatal(err)
+	}
+	other := nats.NewMsg("shard2.order.7")
+	other.Header.Set(sink.HeaderCommitLSN, "0/16B3748")
+	other.Header.Set(sink.HeaderTxSeq, "1")
+	if _, err := js.PublishMsg(ctx, other); err != nil {
+		t.Fatal(err)
+	}
+	cfg := jetstream.StreamConfig{Name: testStream, Subjects: []string{"outbox.>"}, Sources: []*jetstream.StreamSource{{Name: "SHARD2"}}}
+	st, err := js.CreateStream(ctx, cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	testenv.WaitFor(t, 10*time.Second, "the sourced message", func() (bool, error) {
+		info, err := st.Info(ctx)
+		return err == nil && info.State.Msgs == 1, err
+	})
+	cfg.Sources = nil
+	if _, err := js.UpdateStream(ctx, cfg); err != nil {
+		t.Fatal(err)
+	}
+
+	s := startSink(t, nc, sink.Config{}, newAcker())
+	if err := s.Publish(ctx, makeEvents(1, 1)[0]); err != nil && !errors.Is(err, sink.ErrSharedStream) {
+		t.Fatalf("Publish: %v", err)
+	}
+	err = waitStopped(t, s, "the sink to stop", 10*time.Second)
+	if !errors.Is(err, sink.ErrSharedStream) {
+		t.Fatalf("Halted() = %v, want it to wrap ErrSharedStream", err)
+	}
+	if want := `JetStream copied it from another stream (Nats-Stream-Source: SHARD2 1 `; !strings.Contains(err.Error(), want) {
+		t.Errorf("Halted() = %q, want it to say %q", err, want)
+	}
+	if msgs := readStream(t, js, testStream); len(msgs) != 1 {
+		t.Errorf("stream holds %d messages, want only the sourced one", len(msgs))
+	}
+}

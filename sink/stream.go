@@ -69,7 +69,11 @@ func EnsureStream(ctx context.Context, js jetstream.JetStream, name, prefix stri
 	if err != nil {
 		return nil, fmt.Errorf("look up stream %q: %w", name, explainJetStream(err))
 	}
-	have := st.CachedInfo().Config.Subjects
+	c := st.CachedInfo().Config
+	if len(c.Sources) > 0 {
+		return nil, &StreamConfigError{errors.New(sourcesProblem(name, c.Sources))}
+	}
+	have := c.Subjects
 	for _, s := range want {
 		if !Covers(have, s) {
 			return nil, &StreamConfigError{errors.New(notCoveredProblem(name, have, s))}
@@ -108,6 +112,37 @@ func notCoveredProblem(name string, have []string, s string) string {
 	return fmt.Sprintf("stream %q has subjects %v, which do not cover %q: add %q to the stream's subjects, or point nats.stream at another stream", name, have, s, s)
 }
 
+// sourcesProblem is why the relay cannot use a stream that sources others:
+// JetStream writes the sourced messages into it, between the relay's own.
+func sourcesProblem(name string, sources []*jetstream.StreamSource) string {
+	var names []string
+	for _, src := range sources {
+		names = append(names, src.Name)
+	}
+	return fmt.Sprintf("stream %q sources streams %v, so JetStream writes their messages into it, and the relay must be its stream's only writer: "+
+		"remove the sources from stream %q and put them on a stream of their own that sources it too (docs/fan-in.md), or point nats.stream at another stream", name, names, name)
+}
+
+// ownPosition is the position of the relay's event in msg, the message at
+// seq of stream name, or an ErrSharedStream error when msg is not the
+// relay's: it lacks the position headers, or JetStream copied it from
+// another stream (Nats-Stream-Source), whose positions are another
+// database's.
+func ownPosition(name string, seq uint64, msg *jetstream.RawStreamMsg) (Position, error) {
+	pos, err := parsePosition(msg.Header.Get(HeaderCommitLSN), msg.Header.Get(HeaderTxSeq))
+	if err != nil {
+		return Position{}, fmt.Errorf("stream %q, sequence %d, subject %q: %w: it has no valid %s/%s headers; the relay must be the stream's only writer: give it its own stream (nats.stream), and use JetStream sources or mirrors to combine streams", name, seq, msg.Subject, ErrSharedStream, HeaderCommitLSN, HeaderTxSeq)
+	}
+	if src := msg.Header.Get(headerStreamSource); src != "" {
+		return Position{}, fmt.Errorf("stream %q, sequence %d, subject %q: %w: JetStream copied it from another stream (%s: %s); the relay must be the stream's only writer: give it its own stream (nats.stream), and source it from the stream that combines them", name, seq, msg.Subject, ErrSharedStream, headerStreamSource, src)
+	}
+	return pos, nil
+}
+
+// headerStreamSource is set by JetStream on each message a stream copies
+// from one of its sources.
+const headerStreamSource = "Nats-Stream-Source"
+
 // overlapProblem names another stream whose subjects overlap want, and the
 // fix; "" when there is none.
 func overlapProblem(ctx context.Context, js jetstream.JetStream, want []string) string {
@@ -115,6 +150,11 @@ func overlapProblem(ctx context.Context, js jetstream.JetStream, want []string) 
 	for si := range lister.Info() {
 		for _, w := range want {
 			for _, h := range si.Config.Subjects {
+				if overlap(w, h) && !strings.ContainsAny(w, "*>") {
+					// The one literal subject the relay's stream takes: two
+					// relays (a fan-in) must not share the default.
+					return fmt.Sprintf("its dead-letter subject %q overlaps subject %q of stream %q: give each relay a dead-letter subject of its own (errors.dead_letter_subject, e.g. %q), or point nats.stream at stream %q if it is the relay's", w, h, si.Config.Name, strings.TrimSuffix(want[0], ">")+"dead_letter", si.Config.Name)
+				}
 				if overlap(w, h) {
 					return fmt.Sprintf("its subject %q overlaps subject %q of stream %q: change the subject templates (nats.subject) or that stream's subjects, or point nats.stream at stream %q if it is the relay's", w, h, si.Config.Name, si.Config.Name)
 				}
@@ -198,6 +238,11 @@ func lastPosition(ctx context.Context, st jetstream.Stream) (seq uint64, pos Pos
 	if err != nil {
 		return 0, Position{}, false, 0, fmt.Errorf("read stream info: %w", err)
 	}
+	if len(info.Config.Sources) > 0 {
+		// Sources added while the relay runs: the sourced messages take
+		// sequences the chain predicted for the relay's own.
+		return 0, Position{}, false, 0, fmt.Errorf("%w: %s", ErrSharedStream, sourcesProblem(info.Config.Name, info.Config.Sources))
+	}
 	seq, maxMsgSize = info.State.LastSeq, int(info.Config.MaxMsgSize)
 	if seq == 0 {
 		return 0, Position{}, false, maxMsgSize, nil
@@ -211,9 +256,8 @@ func lastPosition(ctx context.Context, st jetstream.Stream) (seq uint64, pos Pos
 	if err != nil {
 		return 0, Position{}, false, 0, fmt.Errorf("read last message (sequence %d): %w", seq, err)
 	}
-	pos, err = parsePosition(msg.Header.Get(HeaderCommitLSN), msg.Header.Get(HeaderTxSeq))
-	if err != nil {
-		return 0, Position{}, false, 0, fmt.Errorf("stream %q, sequence %d, subject %q: %w: it has no valid %s/%s headers; the relay must be the stream's only writer: give it its own stream (nats.stream), and use JetStream sources or mirrors to combine streams", info.Config.Name, seq, msg.Subject, ErrSharedStream, HeaderCommitLSN, HeaderTxSeq)
+	if pos, err = ownPosition(info.Config.Name, seq, msg); err != nil {
+		return 0, Position{}, false, 0, err
 	}
 	return seq, pos, true, maxMsgSize, nil
 }
