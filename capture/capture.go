@@ -20,6 +20,7 @@ import (
 	"github.com/jackc/pgx/v5/pgproto3"
 	"github.com/outboxrelay/outboxrelay/continuity"
 	"github.com/outboxrelay/outboxrelay/internal/backoff"
+	"github.com/outboxrelay/outboxrelay/internal/pgsql"
 )
 
 // Config holds the capture settings. Zero values take the documented defaults.
@@ -248,7 +249,7 @@ func (c *Capture) session(ctx context.Context) (started bool, err error) {
 	// pgoutput splits publication_names like a list of SQL identifiers,
 	// folding unquoted ones to lower case: quote the name, so "MyPub" or
 	// "a, b" is the one publication it names.
-	args := []string{"proto_version '1'", "publication_names " + literal(ident(c.cfg.Publication))}
+	args := []string{"proto_version '1'", "publication_names " + pgsql.Literal(pgsql.Ident(c.cfg.Publication))}
 	if c.cfg.Messages {
 		args = append(args, "messages 'true'")
 	}

@@ -8,11 +8,11 @@ import (
 	"errors"
 	"fmt"
 	"strconv"
-	"strings"
 
 	"github.com/jackc/pglogrepl"
 	"github.com/jackc/pgx/v5/pgconn"
 	"github.com/outboxrelay/outboxrelay/continuity"
+	"github.com/outboxrelay/outboxrelay/internal/pgsql"
 )
 
 // slotState is what pg_replication_slots says about the slot.
@@ -69,8 +69,8 @@ func readServer(ctx context.Context, conn *pgconn.PgConn) (server, error) {
 }
 
 func tableExists(ctx context.Context, conn *pgconn.PgConn, table string) (bool, error) {
-	schema, name := splitTable(table)
-	rows, err := query(ctx, conn, "SELECT 1 FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace WHERE n.nspname = "+literal(schema)+" AND c.relname = "+literal(name))
+	schema, name := pgsql.SplitTable(table)
+	rows, err := query(ctx, conn, "SELECT 1 FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace WHERE n.nspname = "+pgsql.Literal(schema)+" AND c.relname = "+pgsql.Literal(name))
 	if err != nil {
 		return false, fmt.Errorf("look up outbox table %s: %w", table, err)
 	}
@@ -87,7 +87,7 @@ type publication struct {
 func (p publication) covers(table string) bool { return p.allTables || p.tables[table] }
 
 func readPublication(ctx context.Context, conn *pgconn.PgConn, name string) (publication, error) {
-	rows, err := query(ctx, conn, "SELECT puballtables, pubinsert, pubviaroot FROM pg_publication WHERE pubname = "+literal(name))
+	rows, err := query(ctx, conn, "SELECT puballtables, pubinsert, pubviaroot FROM pg_publication WHERE pubname = "+pgsql.Literal(name))
 	if err != nil {
 		return publication{}, fmt.Errorf("read publication %q: %w", name, err)
 	}
@@ -95,7 +95,7 @@ func readPublication(ctx context.Context, conn *pgconn.PgConn, name string) (pub
 		return publication{}, nil
 	}
 	p := publication{exists: true, allTables: rows[0][0] == "t", inserts: rows[0][1] == "t", viaRoot: rows[0][2] == "t", tables: map[string]bool{}}
-	rows, err = query(ctx, conn, "SELECT schemaname || '.' || tablename FROM pg_publication_tables WHERE pubname = "+literal(name))
+	rows, err = query(ctx, conn, "SELECT schemaname || '.' || tablename FROM pg_publication_tables WHERE pubname = "+pgsql.Literal(name))
 	if err != nil {
 		return publication{}, fmt.Errorf("read publication %q: %w", name, err)
 	}
@@ -112,7 +112,7 @@ func readSlot(ctx context.Context, conn *pgconn.PgConn, slot string) (slotState,
 		coalesce(r.application_name, ''), coalesce(host(r.client_addr), ''), coalesce(s.database, ''),
 		coalesce(to_jsonb(s) ->> 'invalidation_reason', ''), coalesce(to_jsonb(s) ->> 'conflicting', ''),
 		coalesce(to_jsonb(s) ->> 'failover', ''), coalesce(to_jsonb(s) ->> 'synced', '')
-		FROM pg_replication_slots s LEFT JOIN pg_stat_replication r ON r.pid = s.active_pid WHERE s.slot_name = `+literal(slot))
+		FROM pg_replication_slots s LEFT JOIN pg_stat_replication r ON r.pid = s.active_pid WHERE s.slot_name = `+pgsql.Literal(slot))
 	if err != nil {
 		return slotState{}, fmt.Errorf("read replication slot %q: %w", slot, err)
 	}
@@ -174,25 +174,4 @@ func query(ctx context.Context, conn *pgconn.PgConn, sql string) ([][]string, er
 		}
 	}
 	return rows, nil
-}
-
-func literal(s string) string { return "'" + strings.ReplaceAll(s, "'", "''") + "'" }
-
-func ident(s string) string { return `"` + strings.ReplaceAll(s, `"`, `""`) + `"` }
-
-// qualified quotes "schema.name" as "schema"."name".
-func qualified(table string) string {
-	schema, name, ok := strings.Cut(table, ".")
-	if !ok {
-		return ident(table)
-	}
-	return ident(schema) + "." + ident(name)
-}
-
-// splitTable splits "schema.name"; the schema defaults to public.
-func splitTable(table string) (schema, name string) {
-	if s, n, ok := strings.Cut(table, "."); ok {
-		return s, n
-	}
-	return "public", table
 }

@@ -14,6 +14,7 @@ import (
 	"github.com/jackc/pglogrepl"
 	"github.com/jackc/pgx/v5/pgconn"
 	"github.com/outboxrelay/outboxrelay/continuity"
+	"github.com/outboxrelay/outboxrelay/internal/pgsql"
 )
 
 // readFacts reads the cluster's identity, the slot's state and the
@@ -44,7 +45,7 @@ func readFacts(ctx context.Context, conn *pgconn.PgConn, cfg Config, version int
 // publication (dropped and added again). Freezing keeps xmin, so the
 // fingerprint of an unchanged publication stays the same.
 func fingerprint(ctx context.Context, conn *pgconn.PgConn, pub string, tables []string, version int) (string, error) {
-	rows, err := query(ctx, conn, "SELECT oid::text || '/' || xmin::text FROM pg_publication WHERE pubname = "+literal(pub))
+	rows, err := query(ctx, conn, "SELECT oid::text || '/' || xmin::text FROM pg_publication WHERE pubname = "+pgsql.Literal(pub))
 	if err != nil {
 		return "", fmt.Errorf("read publication %q: %w", pub, explain(err))
 	}
@@ -57,12 +58,12 @@ func fingerprint(ctx context.Context, conn *pgconn.PgConn, pub string, tables []
 		schemaMember = "(SELECT 'schema:' || pn.oid FROM pg_publication_namespace pn WHERE pn.pnpubid = p.oid AND pn.pnnspid = c.relnamespace), "
 	}
 	for _, t := range tables {
-		schema, name := splitTable(t)
+		schema, name := pgsql.SplitTable(t)
 		rows, err := query(ctx, conn, `SELECT c.oid::text || '/' || coalesce(
 			(SELECT pr.oid::text FROM pg_publication_rel pr WHERE pr.prpubid = p.oid AND pr.prrelid = c.oid), `+schemaMember+`
 			CASE WHEN p.puballtables THEN 'all' END, 'none')
-			FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace LEFT JOIN pg_publication p ON p.pubname = `+literal(pub)+`
-			WHERE n.nspname = `+literal(schema)+` AND c.relname = `+literal(name))
+			FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace LEFT JOIN pg_publication p ON p.pubname = `+pgsql.Literal(pub)+`
+			WHERE n.nspname = `+pgsql.Literal(schema)+` AND c.relname = `+pgsql.Literal(name))
 		if err != nil {
 			return "", fmt.Errorf("read outbox table %s: %w", t, explain(err))
 		}

@@ -11,6 +11,7 @@ import (
 
 	"github.com/jackc/pglogrepl"
 	"github.com/jackc/pgx/v5/pgconn"
+	"github.com/outboxrelay/outboxrelay/internal/pgsql"
 	"github.com/outboxrelay/outboxrelay/internal/report"
 )
 
@@ -37,9 +38,9 @@ func createLogicalSlot(ctx context.Context, conn *pgconn.PgConn, cfg Config, ver
 	if err != nil {
 		return 0, err
 	}
-	sql := "CREATE_REPLICATION_SLOT " + ident(cfg.Slot) + " LOGICAL pgoutput USE_SNAPSHOT"
+	sql := "CREATE_REPLICATION_SLOT " + pgsql.Ident(cfg.Slot) + " LOGICAL pgoutput USE_SNAPSHOT"
 	if version >= 170000 {
-		sql = fmt.Sprintf("CREATE_REPLICATION_SLOT %s LOGICAL pgoutput (SNAPSHOT 'use', FAILOVER %t)", ident(cfg.Slot), failover)
+		sql = fmt.Sprintf("CREATE_REPLICATION_SLOT %s LOGICAL pgoutput (SNAPSHOT 'use', FAILOVER %t)", pgsql.Ident(cfg.Slot), failover)
 	}
 	rows, err := query(ctx, conn, sql)
 	if err != nil {
@@ -60,7 +61,7 @@ func makeFailover(ctx context.Context, conn *pgconn.PgConn, cfg Config, st slotS
 	if err != nil || !want || st.failover || st.synced {
 		return err
 	}
-	if _, err := query(ctx, conn, "ALTER_REPLICATION_SLOT "+ident(cfg.Slot)+" (FAILOVER true)"); err != nil {
+	if _, err := query(ctx, conn, "ALTER_REPLICATION_SLOT "+pgsql.Ident(cfg.Slot)+" (FAILOVER true)"); err != nil {
 		return fmt.Errorf("make replication slot %q a failover slot (postgres.failover_slot): %w", cfg.Slot, explain(err))
 	}
 	cfg.Logger.Info("made the replication slot a failover slot, so that a standby with sync_replication_slots keeps it", "slot", cfg.Slot)
@@ -86,7 +87,7 @@ func (p *preflight) checkFailover(ctx context.Context, srv server, st slotState,
 		return
 	}
 	if st.exists && !st.failover && !st.synced {
-		p.add(report.Warn, item, "slot %q is not a failover slot, so a standby does not keep it, and after a failover the relay stops until it is recovered: the relay makes it one at its next start (postgres.failover_slot: auto), or run ALTER_REPLICATION_SLOT %s (FAILOVER true) on a replication connection", p.cfg.Slot, ident(p.cfg.Slot))
+		p.add(report.Warn, item, "slot %q is not a failover slot, so a standby does not keep it, and after a failover the relay stops until it is recovered: the relay makes it one at its next start (postgres.failover_slot: auto), or run ALTER_REPLICATION_SLOT %s (FAILOVER true) on a replication connection", p.cfg.Slot, pgsql.Ident(p.cfg.Slot))
 	}
 	rows, err := query(ctx, p.conn, "SELECT coalesce(current_setting('synchronized_standby_slots', true), ''), (SELECT count(*) FROM pg_replication_slots WHERE slot_type = 'physical')")
 	if err != nil || len(rows) != 1 {

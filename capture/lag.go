@@ -6,6 +6,7 @@ import (
 	"strconv"
 
 	"github.com/jackc/pgx/v5/pgconn"
+	"github.com/outboxrelay/outboxrelay/internal/pgsql"
 )
 
 // SlotLag returns how many bytes of WAL the slot holds back: the server's
@@ -18,7 +19,7 @@ func SlotLag(ctx context.Context, url, slot string) (int64, error) {
 		return 0, fmt.Errorf("connect to postgres: %w", explain(err))
 	}
 	defer conn.Close(context.Background())
-	rows, err := query(ctx, conn, "SELECT (pg_current_wal_lsn() - confirmed_flush_lsn)::bigint FROM pg_replication_slots WHERE slot_name = "+literal(slot))
+	rows, err := query(ctx, conn, "SELECT (pg_current_wal_lsn() - confirmed_flush_lsn)::bigint FROM pg_replication_slots WHERE slot_name = "+pgsql.Literal(slot))
 	if err != nil {
 		return 0, fmt.Errorf("read lag of slot %q: %w", slot, err)
 	}

@@ -12,6 +12,7 @@ import (
 	"fmt"
 
 	"github.com/jackc/pgx/v5/pgconn"
+	"github.com/outboxrelay/outboxrelay/internal/pgsql"
 )
 
 // partitioning is a table's place in a partition tree.
@@ -21,12 +22,12 @@ type partitioning struct {
 }
 
 func readPartitioning(ctx context.Context, conn *pgconn.PgConn, table string) (partitioning, error) {
-	schema, name := splitTable(table)
+	schema, name := pgsql.SplitTable(table)
 	rows, err := query(ctx, conn, `SELECT c.relkind = 'p', coalesce(an.nspname || '.' || ac.relname, '')
 		FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
 		LEFT JOIN LATERAL pg_partition_ancestors(c.oid) WITH ORDINALITY a(relid, ord) ON a.relid <> c.oid
 		LEFT JOIN pg_class ac ON ac.oid = a.relid LEFT JOIN pg_namespace an ON an.oid = ac.relnamespace
-		WHERE n.nspname = `+literal(schema)+" AND c.relname = "+literal(name)+" ORDER BY a.ord")
+		WHERE n.nspname = `+pgsql.Literal(schema)+" AND c.relname = "+pgsql.Literal(name)+" ORDER BY a.ord")
 	if err != nil {
 		return partitioning{}, fmt.Errorf("read the partitions of outbox table %s: %w", table, err)
 	}

@@ -9,6 +9,7 @@ import (
 
 	"github.com/jackc/pgx/v5/pgconn"
 	"github.com/outboxrelay/outboxrelay/decode"
+	"github.com/outboxrelay/outboxrelay/internal/pgsql"
 	"github.com/outboxrelay/outboxrelay/internal/report"
 )
 
@@ -191,9 +192,9 @@ func (p *preflight) checkTables(ctx context.Context) []tableInfo {
 func (p *preflight) checkTable(ctx context.Context, t OutboxTable) tableInfo {
 	item := "postgres table " + t.Table
 	info := tableInfo{name: t.Table}
-	schema, name := splitTable(t.Table)
+	schema, name := pgsql.SplitTable(t.Table)
 	rows, err := query(ctx, p.conn, `SELECT c.oid, c.relkind, has_table_privilege(c.oid, 'SELECT'), has_table_privilege(c.oid, 'DELETE'), pg_has_role(c.relowner, 'USAGE')
-		FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace WHERE n.nspname = `+literal(schema)+" AND c.relname = "+literal(name))
+		FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace WHERE n.nspname = `+pgsql.Literal(schema)+" AND c.relname = "+pgsql.Literal(name))
 	if err != nil {
 		p.add(report.Fail, item, "look up outbox table %s: %v", t.Table, err)
 		return info
@@ -222,12 +223,12 @@ func (p *preflight) checkTable(ctx context.Context, t OutboxTable) tableInfo {
 	}
 	switch {
 	case !info.canSelect && p.cfg.Cleanup:
-		p.add(report.Fail, item, "role %q has no SELECT on %s, which outbox.cleanup.after needs to find confirmed rows: run GRANT SELECT, DELETE ON %s TO %s", p.role, t.Table, qualified(t.Table), ident(p.role))
+		p.add(report.Fail, item, "role %q has no SELECT on %s, which outbox.cleanup.after needs to find confirmed rows: run GRANT SELECT, DELETE ON %s TO %s", p.role, t.Table, pgsql.Qualified(t.Table), pgsql.Ident(p.role))
 	case !info.canSelect:
-		p.add(report.Warn, item, "role %q has no SELECT on %s: streaming does not need it, but outbox.cleanup.after and looking into a halted event's row do: run GRANT SELECT ON %s TO %s", p.role, t.Table, qualified(t.Table), ident(p.role))
+		p.add(report.Warn, item, "role %q has no SELECT on %s: streaming does not need it, but outbox.cleanup.after and looking into a halted event's row do: run GRANT SELECT ON %s TO %s", p.role, t.Table, pgsql.Qualified(t.Table), pgsql.Ident(p.role))
 	}
 	if p.cfg.Cleanup && r[3] != "t" {
-		p.add(report.Fail, item, "role %q has no DELETE on %s, which outbox.cleanup.after needs: run GRANT DELETE ON %s TO %s", p.role, t.Table, qualified(t.Table), ident(p.role))
+		p.add(report.Fail, item, "role %q has no DELETE on %s, which outbox.cleanup.after needs: run GRANT DELETE ON %s TO %s", p.role, t.Table, pgsql.Qualified(t.Table), pgsql.Ident(p.role))
 	}
 	return info
 }
@@ -279,7 +280,7 @@ func (p *preflight) checkColumns(item string, t OutboxTable, cols [][]string) bo
 		oid, _ := strconv.ParseUint(byName[t.Payload][1], 10, 32)
 		if problem := decode.PayloadTypeProblem(t.Payload, uint32(oid)); problem != "" {
 			p.add(report.Fail, item, "%s: the column is %s; change it with ALTER TABLE %s ALTER COLUMN %s TYPE jsonb USING ..., or map outbox.columns.payload to another column",
-				problem, byName[t.Payload][2], qualified(t.Table), ident(t.Payload))
+				problem, byName[t.Payload][2], pgsql.Qualified(t.Table), pgsql.Ident(t.Payload))
 		}
 	}
 	for _, h := range t.Headers {

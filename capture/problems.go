@@ -4,7 +4,11 @@ package capture
 // the relay returns them as errors (wrapped with what it was doing), and
 // the preflight prints them, so a user meets the same words either way.
 
-import "fmt"
+import (
+	"fmt"
+
+	"github.com/outboxrelay/outboxrelay/internal/pgsql"
+)
 
 // preSlotRowsProblem says that rows came before the slot, and what to do.
 func preSlotRowsProblem(table, count, slot string) string {
@@ -26,7 +30,7 @@ func walLevelProblem(level string) string {
 }
 
 func noReplicationProblem(role string) string {
-	return fmt.Sprintf("role %s may not start logical replication: run ALTER ROLE %s WITH REPLICATION as a superuser (on Amazon RDS or Aurora: GRANT rds_replication TO %s)", ident(role), ident(role), ident(role))
+	return fmt.Sprintf("role %s may not start logical replication: run ALTER ROLE %s WITH REPLICATION as a superuser (on Amazon RDS or Aurora: GRANT rds_replication TO %s)", pgsql.Ident(role), pgsql.Ident(role), pgsql.Ident(role))
 }
 
 func slotsFullProblem(slot string, used, max int) string {
@@ -46,15 +50,15 @@ func tableMissingProblem(table string) string {
 }
 
 func publicationMissingTableProblem(pub, table string) string {
-	return fmt.Sprintf("publication %q does not include table %s: run ALTER PUBLICATION %s ADD TABLE %s (or point postgres.publication at another publication)", pub, table, ident(pub), qualified(table))
+	return fmt.Sprintf("publication %q does not include table %s: run ALTER PUBLICATION %s ADD TABLE %s (or point postgres.publication at another publication)", pub, table, pgsql.Ident(pub), pgsql.Qualified(table))
 }
 
 func publicationNoInsertProblem(pub string) string {
-	return fmt.Sprintf("publication %q does not publish inserts, so no outbox row would reach the relay: run ALTER PUBLICATION %s SET (publish = 'insert, update, delete, truncate')", pub, ident(pub))
+	return fmt.Sprintf("publication %q does not publish inserts, so no outbox row would reach the relay: run ALTER PUBLICATION %s SET (publish = 'insert, update, delete, truncate')", pub, pgsql.Ident(pub))
 }
 
 func partitionRootProblem(pub, table string) string {
-	return fmt.Sprintf("outbox table %s is partitioned and publication %q does not publish via the partition root, so pgoutput would name each partition instead of %s and the relay would ignore every event: run ALTER PUBLICATION %s SET (publish_via_partition_root = true)", table, pub, table, ident(pub))
+	return fmt.Sprintf("outbox table %s is partitioned and publication %q does not publish via the partition root, so pgoutput would name each partition instead of %s and the relay would ignore every event: run ALTER PUBLICATION %s SET (publish_via_partition_root = true)", table, pub, table, pgsql.Ident(pub))
 }
 
 func partitionLeafProblem(pub, table, root string) string {

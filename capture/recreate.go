@@ -5,13 +5,13 @@ package capture
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"log/slog"
 
 	"github.com/jackc/pglogrepl"
 	"github.com/jackc/pgx/v5/pgconn"
 	"github.com/outboxrelay/outboxrelay/continuity"
+	"github.com/outboxrelay/outboxrelay/internal/pgsql"
 )
 
 // Recreate creates the slot again with a snapshot, for recovery from the
@@ -32,25 +32,7 @@ func Recreate(ctx context.Context, cfg Config, before func(context.Context, *pgc
 		return continuity.Facts{}, err
 	}
 	defer conn.Close(context.Background())
-	srv, err := readServer(ctx, conn)
-	if err != nil {
-		return continuity.Facts{}, err
-	}
-	if srv.walLevel != "logical" {
-		return continuity.Facts{}, errors.New(walLevelProblem(srv.walLevel))
-	}
-	for _, t := range cfg.Tables {
-		if ok, err := tableExists(ctx, conn, t); err != nil || !ok {
-			if err == nil {
-				err = errors.New(tableMissingProblem(t))
-			}
-			return continuity.Facts{}, err
-		}
-	}
-	if err := ensurePublication(ctx, conn, cfg); err != nil {
-		return continuity.Facts{}, err
-	}
-	st, err := readSlot(ctx, conn, cfg.Slot)
+	srv, st, err := setup(ctx, conn, cfg)
 	if err != nil {
 		return continuity.Facts{}, err
 	}
@@ -65,7 +47,7 @@ func Recreate(ctx context.Context, cfg Config, before func(context.Context, *pgc
 		return continuity.Facts{}, err
 	}
 	if st.exists {
-		if _, err := query(ctx, conn, "SELECT pg_drop_replication_slot("+literal(cfg.Slot)+")"); err != nil {
+		if _, err := query(ctx, conn, "SELECT pg_drop_replication_slot("+pgsql.Literal(cfg.Slot)+")"); err != nil {
 			return continuity.Facts{}, fmt.Errorf("drop replication slot %q: %w", cfg.Slot, explain(err))
 		}
 		cfg.Logger.Warn("dropped the replication slot to create it again with a snapshot", "slot", cfg.Slot, "confirmed_lsn", st.confirmed.String(), "invalid", st.invalid)

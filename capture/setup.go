@@ -11,36 +11,46 @@ import (
 	"strings"
 
 	"github.com/jackc/pgx/v5/pgconn"
+	"github.com/outboxrelay/outboxrelay/internal/pgsql"
 )
+
+// setup is the part of a session's setup that Recreate shares: it checks
+// the server and the tables, creates the publication when it is missing
+// or checks that it fits, and reads the slot. A check added here holds for
+// both.
+func setup(ctx context.Context, conn *pgconn.PgConn, cfg Config) (server, slotState, error) {
+	srv, err := readServer(ctx, conn)
+	if err != nil {
+		return srv, slotState{}, err
+	}
+	if srv.walLevel != "logical" {
+		return srv, slotState{}, errors.New(walLevelProblem(srv.walLevel))
+	}
+	if cfg.Messages && srv.version < 140000 {
+		return srv, slotState{}, &PermanentError{errors.New(messagesVersionProblem(srv.versionText))}
+	}
+	for _, t := range cfg.Tables {
+		ok, err := tableExists(ctx, conn, t)
+		if err != nil {
+			return srv, slotState{}, err
+		}
+		if !ok {
+			return srv, slotState{}, errors.New(tableMissingProblem(t))
+		}
+	}
+	if err := ensurePublication(ctx, conn, cfg); err != nil {
+		return srv, slotState{}, err
+	}
+	st, err := readSlot(ctx, conn, cfg.Slot)
+	return srv, st, err
+}
 
 // ensure creates the publication and the slot when they are missing and
 // checks that existing ones fit. It returns the slot's state, or an error
 // with the same words as the preflight's (see Preflight) for the problems
 // both find.
 func ensure(ctx context.Context, conn *pgconn.PgConn, cfg Config) (slotState, error) {
-	srv, err := readServer(ctx, conn)
-	if err != nil {
-		return slotState{}, err
-	}
-	if srv.walLevel != "logical" {
-		return slotState{}, errors.New(walLevelProblem(srv.walLevel))
-	}
-	if cfg.Messages && srv.version < 140000 {
-		return slotState{}, &PermanentError{errors.New(messagesVersionProblem(srv.versionText))}
-	}
-	for _, t := range cfg.Tables {
-		ok, err := tableExists(ctx, conn, t)
-		if err != nil {
-			return slotState{}, err
-		}
-		if !ok {
-			return slotState{}, errors.New(tableMissingProblem(t))
-		}
-	}
-	if err := ensurePublication(ctx, conn, cfg); err != nil {
-		return slotState{}, err
-	}
-	st, err := readSlot(ctx, conn, cfg.Slot)
+	srv, st, err := setup(ctx, conn, cfg)
 	if err != nil {
 		return st, err
 	}
@@ -102,7 +112,7 @@ func createSlot(ctx context.Context, conn *pgconn.PgConn, cfg Config, srv server
 	}
 	cfg.Logger.Info("created replication slot")
 	for _, t := range cfg.Tables {
-		rows, err := query(ctx, conn, fmt.Sprintf("SELECT count(*) FROM (SELECT FROM %s LIMIT %d) r", qualified(t), preSlotCap+1))
+		rows, err := query(ctx, conn, fmt.Sprintf("SELECT count(*) FROM (SELECT FROM %s LIMIT %d) r", pgsql.Qualified(t), preSlotCap+1))
 		if err != nil {
 			cfg.Logger.Warn("could not count the rows committed before the slot was created; the relay does not publish those", "table", t, "err", err)
 			return nil // the transaction is aborted; the slot stands
@@ -158,13 +168,13 @@ func createPublicationSQL(pub string, tables []string) string {
 	if len(tables) == 0 {
 		// Only logical decoding messages: they need a publication to
 		// stream, but not one with tables.
-		return "CREATE PUBLICATION " + ident(pub) + viaRoot
+		return "CREATE PUBLICATION " + pgsql.Ident(pub) + viaRoot
 	}
 	idents := make([]string, len(tables))
 	for i, t := range tables {
-		idents[i] = qualified(t)
+		idents[i] = pgsql.Qualified(t)
 	}
-	return fmt.Sprintf("CREATE PUBLICATION %s FOR TABLE %s", ident(pub), strings.Join(idents, ", ")) + viaRoot
+	return fmt.Sprintf("CREATE PUBLICATION %s FOR TABLE %s", pgsql.Ident(pub), strings.Join(idents, ", ")) + viaRoot
 }
 
 // viaRoot makes pgoutput name a partitioned table's changes after the

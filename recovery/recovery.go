@@ -19,6 +19,7 @@ import (
 	"github.com/outboxrelay/outboxrelay/capture"
 	"github.com/outboxrelay/outboxrelay/continuity"
 	"github.com/outboxrelay/outboxrelay/decode"
+	"github.com/outboxrelay/outboxrelay/internal/pgsql"
 	"github.com/outboxrelay/outboxrelay/sink"
 )
 
@@ -150,7 +151,7 @@ func (r *run) lastRowKept(ctx context.Context, conn *pgconn.PgConn) (bool, error
 	}
 	for i, t := range r.cfg.Tables {
 		rows, err := exec(ctx, conn, fmt.Sprintf("SELECT 1 FROM %s WHERE %s::text = %s LIMIT 1",
-			qualified(r.cfg.Capture.Tables[i]), ident(t.Columns.ID), literal(r.end.EventID)))
+			pgsql.Qualified(r.cfg.Capture.Tables[i]), pgsql.Ident(t.Columns.ID), pgsql.Literal(r.end.EventID)))
 		if err != nil {
 			return false, fmt.Errorf("look up the stream's last event in %s: %w", r.cfg.Capture.Tables[i], err)
 		}

@@ -7,12 +7,12 @@ package recovery
 import (
 	"context"
 	"fmt"
-	"strings"
 	"time"
 
 	"github.com/jackc/pglogrepl"
 	"github.com/jackc/pgx/v5/pgconn"
 	"github.com/outboxrelay/outboxrelay/decode"
+	"github.com/outboxrelay/outboxrelay/internal/pgsql"
 	"github.com/outboxrelay/outboxrelay/sink"
 )
 
@@ -65,15 +65,15 @@ const recoveryOrder = "ORDER BY age(xmin) DESC, cmin::text::bigint, tableoid, ct
 // and ctid makes the order total) and publishes the rest.
 func (r *run) readTable(ctx context.Context, conn *pgconn.PgConn, dec *decode.Decoder, relid uint32, table, idCol string) error {
 	for _, c := range []string{
-		fmt.Sprintf("DECLARE outboxrelay_ids NO SCROLL CURSOR FOR SELECT %s::text FROM %s %s", ident(idCol), qualified(table), recoveryOrder),
-		fmt.Sprintf("DECLARE outboxrelay_rows NO SCROLL CURSOR FOR SELECT *, %s::text FROM %s %s", ident(idCol), qualified(table), recoveryOrder),
+		fmt.Sprintf("DECLARE outboxrelay_ids NO SCROLL CURSOR FOR SELECT %s::text FROM %s %s", pgsql.Ident(idCol), pgsql.Qualified(table), recoveryOrder),
+		fmt.Sprintf("DECLARE outboxrelay_rows NO SCROLL CURSOR FOR SELECT *, %s::text FROM %s %s", pgsql.Ident(idCol), pgsql.Qualified(table), recoveryOrder),
 	} {
 		if _, err := exec(ctx, conn, c); err != nil {
 			return fmt.Errorf("read outbox table %s: %w", table, err)
 		}
 	}
 	defer func() { _, _ = exec(context.Background(), conn, "CLOSE outboxrelay_ids; CLOSE outboxrelay_rows") }()
-	schema, name := splitTable(table)
+	schema, name := pgsql.SplitTable(table)
 	sentRelation := false
 	for {
 		var ids []string
@@ -156,21 +156,4 @@ func exec(ctx context.Context, conn *pgconn.PgConn, sql string) (*pgconn.Result,
 		return &pgconn.Result{}, nil
 	}
 	return results[len(results)-1], nil
-}
-
-func literal(s string) string { return "'" + strings.ReplaceAll(s, "'", "''") + "'" }
-
-func ident(s string) string { return `"` + strings.ReplaceAll(s, `"`, `""`) + `"` }
-
-// qualified quotes "schema.name" as "schema"."name".
-func qualified(table string) string {
-	schema, name := splitTable(table)
-	return ident(schema) + "." + ident(name)
-}
-
-func splitTable(table string) (schema, name string) {
-	if s, n, ok := strings.Cut(table, "."); ok {
-		return s, n
-	}
-	return "public", table
 }

@@ -7,6 +7,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"strconv"
 	"time"
 
 	"github.com/nats-io/nats.go/jetstream"
@@ -54,6 +55,14 @@ func (s *Sink) reusedLocked(seq uint64, dup *storedEvent) {
 	}
 	for i := s.head; i < len(s.queue); i++ {
 		e := s.queue[i]
+		if e.reused != "" && dup.id == reusedMsgID(e.ev.ID, formatLSN(e.ev.CommitLSN), strconv.FormatUint(uint64(e.ev.TxSeq), 10)) {
+			// Its own dead letter, stored by an earlier send: settled, not
+			// sent again and again.
+			if i == s.head {
+				s.popLocked(time.Now())
+			}
+			return
+		}
 		if e.ev.ID != dup.id {
 			continue
 		}
@@ -71,6 +80,11 @@ func (s *Sink) reusedLocked(seq uint64, dup *storedEvent) {
 		return
 	}
 }
+
+// reusedMsgID is the Nats-Msg-Id of the dead letter of an event that
+// reused id: <id>@<commit LSN>#<tx seq>, its own, so that a resend of it is
+// still deduplicated.
+func reusedMsgID(id, lsn, txSeq string) string { return id + "@" + lsn + "#" + txSeq }
 
 // reusedID is the reason an event whose id the stream already holds
 // cannot be published as it is.

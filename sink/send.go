@@ -183,7 +183,7 @@ func (s *Sink) send(e *inflight, reply string, maxMsgSize int) error {
 	if e.reused != "" {
 		// Under the event's id JetStream would drop the dead letter too;
 		// under one of its own, a resend of it is still deduplicated.
-		h[HeaderMsgID] = []string{ev.ID + "@" + s.txLSNText + "#" + v[7][0]}
+		h[HeaderMsgID] = []string{reusedMsgID(ev.ID, s.txLSNText, v[7][0])}
 		s.hdrExtra = true
 	}
 	if maxMsgSize > 0 {
