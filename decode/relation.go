@@ -79,6 +79,7 @@ const (
 type headerField struct {
 	column, header string
 	idx            int
+	trace          bool // mapped to traceparent: read as trace context (trace.go)
 }
 
 // mapping is an outbox table's configuration resolved to tuple indexes.
@@ -162,7 +163,7 @@ func resolve(t *Table, table string, cols []relColumn) *mapping {
 	}
 	for _, h := range t.Headers {
 		idx := find(h.Column, "outbox.headers."+h.Column)
-		m.headers = append(m.headers, headerField{column: h.Column, header: h.Header, idx: idx})
+		m.headers = append(m.headers, headerField{column: h.Column, header: h.Header, idx: idx, trace: strings.EqualFold(h.Header, HeaderTraceparent)})
 	}
 	if len(missing) > 0 {
 		names := make([]string, len(cols))

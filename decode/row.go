@@ -69,7 +69,19 @@ func (d *Decoder) fill(ev *Event, rel *relation) {
 			switch v.kind {
 			case colNull: // omitted, as documented on Event.Headers
 			case colText:
-				ev.Headers = append(ev.Headers, Header{Name: h.header, Value: s})
+				if !h.trace {
+					ev.Headers = append(ev.Headers, Header{Name: h.header, Value: s})
+					break
+				}
+				parent, state, err := traceContext(s)
+				if err != nil {
+					invalid(ev, "header %s (column %q): %v", h.header, h.column, err)
+					break
+				}
+				ev.Headers = append(ev.Headers, Header{Name: HeaderTraceparent, Value: parent})
+				if state != "" {
+					ev.Headers = append(ev.Headers, Header{Name: HeaderTracestate, Value: state})
+				}
 			default:
 				checkKind(ev, v, "header "+h.header, h.column)
 			}
