@@ -149,7 +149,9 @@ func TestFanIn(t *testing.T) {
 		want += w.Committed()
 	}
 	testenv.WaitFor(t, 3*time.Minute, fmt.Sprintf("%d messages in %s", want, aggregateStream), func() (bool, error) {
-		got, err := countOf(js, aggregateStream)
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		got, err := streamCountOf(ctx, js, aggregateStream)
+		cancel()
 		if got > uint64(want) {
 			t.Fatalf("%s holds %d messages, more than the %d committed", aggregateStream, got, want)
 		}
@@ -188,19 +190,4 @@ func TestFanIn(t *testing.T) {
 	if !loadRunning {
 		t.Error("a load ended before the kills did: slow the load down so every kill lands under load")
 	}
-}
-
-// countOf returns how many messages stream name holds.
-func countOf(js jetstream.JetStream, name string) (uint64, error) {
-	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-	defer cancel()
-	st, err := js.Stream(ctx, name)
-	if err != nil {
-		return 0, err
-	}
-	info, err := st.Info(ctx)
-	if err != nil {
-		return 0, err
-	}
-	return info.State.Msgs, nil
 }

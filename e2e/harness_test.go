@@ -130,9 +130,14 @@ func (e *env) js() jetstream.JetStream {
 	return js
 }
 
-// streamCount returns how many messages the stream holds (0 if it is missing).
+// streamCount returns how many messages the stream holds.
 func streamCount(ctx context.Context, js jetstream.JetStream) (uint64, error) {
-	st, err := js.Stream(ctx, stream)
+	return streamCountOf(ctx, js, stream)
+}
+
+// streamCountOf returns how many messages stream name holds.
+func streamCountOf(ctx context.Context, js jetstream.JetStream, name string) (uint64, error) {
+	st, err := js.Stream(ctx, name)
 	if err != nil {
 		return 0, err
 	}

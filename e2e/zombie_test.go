@@ -2,9 +2,6 @@ package e2e_test
 
 import (
 	"context"
-	"fmt"
-	"path/filepath"
-	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -20,27 +17,8 @@ import (
 // heals the moment B streams. The stream holds every event exactly once,
 // in commit order, and A, once its Postgres link heals, waits as a standby.
 func TestZombie(t *testing.T) {
-	n := testenv.StartNATS(t)
-	e := newEnvWith(t, n, n.URL(), testenv.PostgresOptions{Settings: map[string]string{"wal_sender_timeout": "10s"}})
-	js := e.js()
-	e.createStream()
-	pgp := testenv.StartProxy(t, "127.0.0.1:"+strconv.Itoa(e.pg.Port()))
-	np := testenv.StartProxy(t, "127.0.0.1:"+strconv.Itoa(e.nats.Port()))
-	writeFile(t, e.cfgPath, relayConfig{PGURL: fmt.Sprintf("postgres://postgres@127.0.0.1:%d/postgres?sslmode=disable&application_name=relay_a", pgp.Port()),
-		NATSURL: "nats://" + np.Addr(), HTTP: e.httpAddr}.yaml())
-	a := e.startRelay()
-
-	port, err := testenv.FreePort()
-	if err != nil {
-		t.Fatal(err)
-	}
-	addrB := "127.0.0.1:" + strconv.Itoa(port)
-	cfgB := filepath.Join(t.TempDir(), "relay-b.yaml")
-	e.writeConfigTo(cfgB, addrB, "")
-	b := testenv.StartProcess(t, e.bin, "run", "-config", cfgB)
-	if err := b.WaitForOutput(standbyLine, 30*time.Second); err != nil {
-		t.Fatalf("relay B does not wait as a standby: %v\n%s", err, b.Output())
-	}
+	p := startPair(t)
+	e, js, pgp, np, a, addrB := p.e, p.js, p.pgp, p.np, p.a, p.addrB
 
 	ctx := context.Background()
 	bg := workload{Writers: 2, Aggregates: 50, Events: 15_000, MaxTx: 20, Rollback: 0.05, Pace: 50 * time.Millisecond}.start(ctx, e.pg)
@@ -62,13 +40,7 @@ func TestZombie(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if err := testenv.Poll(2*time.Minute, func() (bool, error) {
-		n, err := streamCount(ctx, js)
-		return n >= uint64(w.Committed()), err
-	}); err != nil {
-		verify(t, readStream(t, js), w) // says what is missing
-		t.Fatalf("the stream does not hold every event: %v", err)
-	}
+	waitAllOrSayMissing(t, js, w)
 	e.waitConfirmedPast(e.currentLSN(), time.Minute)
 	verify(t, readStream(t, js), w)
 

@@ -235,6 +235,18 @@ func run(t *testing.T, s *sink.Sink) (stop func()) {
 	return testenv.RunUntilCleanup(t, 15*time.Second, s.Run)
 }
 
+// publishWithSink stores evs with a sink of its own on nc, then stops it,
+// as a relay that stopped cleanly; it returns that sink's acker.
+func publishWithSink(t *testing.T, nc *nats.Conn, cfg sink.Config, evs []*decode.Event, timeout time.Duration) *acker {
+	t.Helper()
+	a := newAcker()
+	s := newSink(t, nc, cfg, a)
+	stop := run(t, s)
+	publishAll(t, s, evs, timeout)
+	stop()
+	return a
+}
+
 // publishAll hands evs to s, then drains it.
 func publishAll(t *testing.T, s *sink.Sink, evs []*decode.Event, timeout time.Duration) {
 	t.Helper()

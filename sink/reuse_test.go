@@ -147,11 +147,7 @@ func TestSinkSettlesReplayAfterLastMessageDeleted(t *testing.T) {
 	nc := connect(t, n.URL())
 	js := newJS(t, nc)
 	cfg := sink.Config{AckTimeout: 30 * time.Second, MaxResumeBackoff: 100 * time.Millisecond}
-	aA := newAcker()
-	sA := newSink(t, nc, cfg, aA)
-	stopA := run(t, sA)
-	publishAll(t, sA, makeEvents(1, 5), 10*time.Second)
-	stopA()
+	publishWithSink(t, nc, cfg, makeEvents(1, 5), 10*time.Second)
 
 	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
 	defer cancel()
@@ -198,10 +194,7 @@ func TestSinkSettlesReplayedDeadLetterOfReusedID(t *testing.T) {
 	nc := connect(t, n.URL())
 	js := newJS(t, nc)
 	cfg := sink.Config{DeadLetterSubject: "outbox.dead_letter", AckTimeout: 30 * time.Second, MaxResumeBackoff: 100 * time.Millisecond}
-	sA := newSink(t, nc, cfg, newAcker())
-	stopA := run(t, sA)
-	publishAll(t, sA, reusedLog(), 10*time.Second)
-	stopA()
+	publishWithSink(t, nc, cfg, reusedLog(), 10*time.Second)
 
 	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
 	defer cancel()

@@ -123,11 +123,7 @@ func TestSinkResumesAfterRestart(t *testing.T) {
 			nc := connect(t, n.URL())
 			cfg := sink.Config{AckTimeout: 30 * time.Second}
 
-			aA := newAcker()
-			sA := newSink(t, nc, cfg, aA)
-			stopA := run(t, sA)
-			publishAll(t, sA, makeEvents(1, 1000), 30*time.Second)
-			stopA()
+			aA := publishWithSink(t, nc, cfg, makeEvents(1, 1000), 30*time.Second)
 			aA.check(t, makeEvents(1, 1000))
 
 			aB := newAcker()
@@ -360,11 +356,7 @@ func TestSinkSettlesDuplicatesAfterPurge(t *testing.T) {
 	nc := connect(t, n.URL())
 	js := newJS(t, nc)
 	cfg := sink.Config{AckTimeout: 30 * time.Second, MaxResumeBackoff: 100 * time.Millisecond}
-	aA := newAcker()
-	sA := newSink(t, nc, cfg, aA)
-	stopA := run(t, sA)
-	publishAll(t, sA, makeEvents(1, 5), 10*time.Second)
-	stopA()
+	publishWithSink(t, nc, cfg, makeEvents(1, 5), 10*time.Second)
 
 	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
 	defer cancel()
