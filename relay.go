@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"github.com/jackc/pglogrepl"
+	"github.com/jackc/pgx/v5/pgconn"
 	"github.com/nats-io/nats.go"
 	"github.com/outboxrelay/outboxrelay/capture"
 	"github.com/outboxrelay/outboxrelay/checkpoint"
@@ -176,7 +177,31 @@ func sinkConfig(cfg config.Config) sink.Config {
 	if cfg.Errors.InvalidEvent == config.InvalidEventDeadLetter {
 		sc.DeadLetterSubject = cfg.Errors.DeadLetterSubject
 	}
+	if cfg.NATS.Format == config.FormatCloudEvents {
+		sc.CloudEvents = cloudEvents(cfg)
+	}
 	return sc
+}
+
+// cloudEvents is the sink's CloudEvents setting: ce-source per event
+// source (tables, then messages), nats.cloudevents.source or by default
+// /postgres/<database>/<schema.table>, which names where the event was
+// written and is the same for every relay on that database.
+func cloudEvents(cfg config.Config) *sink.CloudEvents {
+	ce := &sink.CloudEvents{DataContentType: cfg.NATS.CloudEvents.DataContentType}
+	db := "postgres"
+	if pc, err := pgconn.ParseConfig(cfg.Postgres.URL); err == nil && pc.Database != "" {
+		db = pc.Database
+	}
+	_, _, names := sources(cfg.Outbox)
+	for _, name := range append(names, "pg_logical_emit_message/"+cfg.Outbox.Messages.Prefix) {
+		src := cfg.NATS.CloudEvents.Source
+		if src == "" {
+			src = "/postgres/" + db + "/" + name
+		}
+		ce.Sources = append(ce.Sources, src)
+	}
+	return ce
 }
 
 // natsOptions is the NATS connection's part of cfg, shared by run and

@@ -160,6 +160,29 @@ type NATS struct {
 	Token    string `yaml:"token"`
 
 	TLS TLS `yaml:"tls"`
+
+	// Format is FormatNative or FormatCloudEvents: the CloudEvents
+	// attributes as ce- headers too (docs/consuming.md, "CloudEvents").
+	Format      string      `yaml:"format"`
+	CloudEvents CloudEvents `yaml:"cloudevents"`
+}
+
+// The values of nats.format.
+const (
+	FormatNative      = "native"
+	FormatCloudEvents = "cloudevents"
+)
+
+// CloudEvents sets attributes for nats.format: cloudevents.
+type CloudEvents struct {
+	// Source is ce-source for every event; empty for the default,
+	// /postgres/<database>/<schema.table> (or
+	// /postgres/<database>/pg_logical_emit_message/<prefix> for message
+	// events).
+	Source string `yaml:"source"`
+	// DataContentType is ce-datacontenttype for every event; empty for
+	// the payload column's type.
+	DataContentType string `yaml:"datacontenttype"`
 }
 
 // TLS holds the paths of the files for TLS to NATS. CA alone verifies the
@@ -217,6 +240,7 @@ func defaults() Config {
 			URL:     "nats://127.0.0.1:4222",
 			Stream:  "OUTBOX",
 			Subject: "outbox.{aggregate_type}.{aggregate_id}",
+			Format:  FormatNative,
 		},
 		Errors: Errors{
 			InvalidEvent:      InvalidEventHalt,

@@ -60,6 +60,7 @@ func TestDefaultConfig(t *testing.T) {
 			URL:     "nats://127.0.0.1:4222",
 			Stream:  "OUTBOX",
 			Subject: "outbox.{aggregate_type}.{aggregate_id}",
+			Format:  "native",
 		},
 		Errors: config.Errors{InvalidEvent: "halt", DeadLetterSubject: "outbox.dead_letter"},
 		HTTP:   config.HTTP{Listen: "127.0.0.1:8080"},
@@ -125,7 +126,7 @@ func TestExampleFileHasEveryKey(t *testing.T) {
 		"postgres:", "url:", "slot:", "publication:", "outbox:", "table:", "columns:",
 		"id:", "aggregate_type:", "aggregate_id:", "type:", "payload:", "headers:",
 		"nats:", "stream:", "subject:", "creds:", "nkey:", "user:", "password:", "token:",
-		"tls:", "ca:", "cert:", "key:", "errors:", "invalid_event:", "dead_letter_subject:",
+		"tls:", "ca:", "cert:", "key:", "cloudevents:", "source:", "datacontenttype:", "errors:", "invalid_event:", "dead_letter_subject:",
 		"http:", "listen:", "log:", "level:", "format:",
 	} {
 		if !strings.Contains(text, "\n  "+key) && !strings.Contains(text, "\n    "+key) && !strings.Contains(text, "\n"+key) {

@@ -103,6 +103,13 @@ func (v *validator) outbox(c Config) {
 			return fmt.Sprintf("outbox.tables[%d].%s", i, k)
 		}
 		v.table(key, t)
+		if c.NATS.Format == FormatCloudEvents {
+			for _, h := range t.Headers {
+				if len(h.Header) >= 3 && strings.EqualFold(h.Header[:3], "ce-") {
+					v.fail(key("headers")+"."+h.Column, "header name %q is a CloudEvents attribute's, which the relay sets with nats.format: cloudevents: choose another name", h.Header)
+				}
+			}
+		}
 		if first, dup := seen[t.Table]; dup {
 			v.fail(key("table"), "%q is already listed as outbox.tables[%d]; list each table once", t.Table, first)
 		}
@@ -237,6 +244,15 @@ func (v *validator) nats(n NATS) {
 
 	if _, err := parseSubjectTemplate(n.Subject); err != nil {
 		v.fail("nats.subject", "%s", err)
+	}
+	switch n.Format {
+	case FormatNative:
+		if n.CloudEvents != (CloudEvents{}) {
+			v.fail("nats.cloudevents", "is set but nats.format is %q: set nats.format: %s, or remove nats.cloudevents", n.Format, FormatCloudEvents)
+		}
+	case FormatCloudEvents:
+	default:
+		v.fail("nats.format", "must be %q or %q; got %q", FormatNative, FormatCloudEvents, n.Format)
 	}
 
 	// At most one authentication method, so it is never ambiguous which

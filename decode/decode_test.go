@@ -76,6 +76,7 @@ func TestTransaction(t *testing.T) {
 	}
 	for i := range want {
 		want[i].CommitLSN, want[i].CommitTime, want[i].Xid, want[i].Table = lsn, commit, xid, "public.outbox"
+		want[i].ContentType = decode.ContentJSON // a jsonb payload column
 		got := res[2+i].Event
 		if got.CommitTime.Location() != time.UTC {
 			t.Errorf("event %d time zone = %v, want UTC", i, got.CommitTime.Location())
@@ -171,7 +172,7 @@ func TestCustomColumnsAndHeaders(t *testing.T) {
 
 	want := decode.Event{
 		ID: "1001", AggregateType: "invoice", AggregateID: "0b1c2d3e-0000-4000-8000-000000000001",
-		Type: "issued", Payload: []byte(`{"a":1}`),
+		Type: "issued", Payload: []byte(`{"a":1}`), ContentType: decode.ContentJSON,
 		// The NULL tracingspancontext is left out; the others keep the
 		// configured order, not the table's.
 		Headers:   []decode.Header{{Name: "Tenant", Value: "acme"}, {Name: "Source", Value: "billing"}},
@@ -240,6 +241,9 @@ func TestMissingColumn(t *testing.T) {
 			want := tc.want
 			want.Invalid = tc.reason
 			want.CommitLSN, want.TxSeq, want.CommitTime, want.Xid, want.Table = 0x500, 2, time.Unix(3, 0).UTC(), 9, "public.outbox"
+			if tc.want.Payload != nil {
+				want.ContentType = decode.ContentJSON // a jsonb payload column; none when it is missing
+			}
 			if got := res[3].Event; !reflect.DeepEqual(got, want) {
 				t.Errorf("event:\n got %+v\nwant %+v", got, want)
 			}

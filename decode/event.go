@@ -19,6 +19,11 @@ type Event struct {
 	// Payload is the payload column's bytes: json/jsonb as their text, text as
 	// is, bytea raw. It may alias the WAL buffer it was decoded from.
 	Payload []byte
+	// ContentType is the payload's media type, from the payload column's
+	// type: application/json (json, jsonb, and message events),
+	// application/octet-stream (bytea), text/plain; charset=utf-8 (text
+	// types). It is a constant string: setting it costs nothing per event.
+	ContentType string
 	// Headers are the configured extra columns, in configuration order.
 	// A NULL column is omitted.
 	Headers []Header
@@ -39,6 +44,13 @@ type Event struct {
 	// errors.invalid_event policy; the decoder never drops a row.
 	Invalid string
 }
+
+// Media types of payloads (Event.ContentType).
+const (
+	ContentJSON   = "application/json"
+	ContentBinary = "application/octet-stream"
+	ContentText   = "text/plain; charset=utf-8"
+)
 
 // Header is one extra message header taken from an outbox column.
 type Header struct {

@@ -72,6 +72,7 @@ func (d *Decoder) messageEvent(transactional bool, lsn pglogrepl.LSN, content []
 	if p := bytes.TrimSpace(m.Payload); len(p) > 0 && !bytes.Equal(p, []byte("null")) {
 		ev.Payload = p
 	}
+	ev.ContentType = ContentJSON
 	if len(m.Headers) > 0 {
 		names := make([]string, 0, len(m.Headers))
 		for k := range m.Headers {

@@ -89,6 +89,8 @@ type mapping struct {
 	payload field
 	// bytea payloads arrive hex-encoded and must be decoded to raw bytes.
 	bytea bool
+	// contentType is the payload column's media type (Event.ContentType).
+	contentType string
 	// unsupported, when set, is why the payload column's type cannot be
 	// published; it is computed once here rather than for every event.
 	unsupported string
@@ -159,6 +161,14 @@ func resolve(t *Table, table string, cols []relColumn) *mapping {
 	if m.payload.idx = find(m.payload.column, "outbox.columns.payload"); m.payload.idx >= 0 {
 		oid := cols[m.payload.idx].typeOID
 		m.bytea = oid == oidBytea
+		switch oid {
+		case oidJSON, oidJSONB:
+			m.contentType = ContentJSON
+		case oidBytea:
+			m.contentType = ContentBinary
+		default:
+			m.contentType = ContentText
+		}
 		m.unsupported = PayloadTypeProblem(m.payload.column, oid)
 	}
 	for _, h := range t.Headers {

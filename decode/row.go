@@ -95,6 +95,7 @@ func (d *Decoder) fill(ev *Event, rel *relation) {
 // the column's text as received, so a dead letter keeps the original data.
 func payload(ev *Event, m *mapping, v value) {
 	f := m.payload
+	ev.ContentType = m.contentType
 	switch {
 	case v.kind == colNull:
 		// An event without a body is legal: the type can say it all.

@@ -153,6 +153,11 @@ func (s *Sink) send(e *inflight, reply string, maxMsgSize int) error {
 		for i, k := range baseHeaders {
 			h[k] = s.hdrVals[i]
 		}
+		if s.cfg.CloudEvents != nil {
+			for i, k := range ceHeaders {
+				h[k] = s.ceVals[i]
+			}
+		}
 		s.hdrExtra = false
 	}
 	v := &s.hdrVals
@@ -171,6 +176,9 @@ func (s *Sink) send(e *inflight, reply string, maxMsgSize int) error {
 	v[6][0] = s.txLSNText                              // Outbox-Commit-LSN
 	v[7][0] = strconv.FormatUint(uint64(ev.TxSeq), 10) // Outbox-Tx-Seq
 	v[8][0] = s.txTimeText                             // Outbox-Commit-Time
+	if s.cfg.CloudEvents != nil {
+		s.setCloudEvents(ev, s.txTimeText)
+	}
 	for _, x := range ev.Headers {
 		h[x.Name] = []string{x.Value}
 		s.hdrExtra = true

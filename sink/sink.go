@@ -49,6 +49,9 @@ type Config struct {
 	Logger           *slog.Logger  // default slog.Default()
 	ObserveLatency   func(time.Duration)
 	MaxResumeBackoff time.Duration // default 5s
+	// CloudEvents, when set, adds the CloudEvents attributes as ce- headers
+	// (nats.format: cloudevents).
+	CloudEvents *CloudEvents
 }
 
 // Stats are counters for metrics.
@@ -106,6 +109,11 @@ type Sink struct {
 	txTimeText string
 	hdrVals    [len(baseHeaders)][]string // the values of baseHeaders, which m.Header holds
 	hdrExtra   bool                       // m.Header also holds other keys
+	// With CloudEvents: the values of ceHeaders, which m.Header also holds,
+	// and the encoded sources and content type.
+	ceVals        [len(ceHeaders)][]string
+	ceSources     []string
+	ceContentType string
 	// unasked counts the sends since the last one that asked for a PubAck,
 	// and unaskedBytes their sizes; unasked < 0 until the epoch's first send.
 	unasked, unaskedBytes int
@@ -211,6 +219,16 @@ func New(nc *nats.Conn, cfg Config, acker Acker) (*Sink, error) {
 	for i, k := range baseHeaders {
 		s.hdrVals[i] = make([]string, 1)
 		s.msg.Header[k] = s.hdrVals[i]
+	}
+	if ce := cfg.CloudEvents; ce != nil {
+		for i, k := range ceHeaders {
+			s.ceVals[i] = make([]string, 1)
+			s.msg.Header[k] = s.ceVals[i]
+		}
+		for _, src := range ce.Sources {
+			s.ceSources = append(s.ceSources, ceEncode(src))
+		}
+		s.ceContentType = ceEncode(ce.DataContentType)
 	}
 	return s, nil
 }
