@@ -23,6 +23,7 @@ type metrics struct {
 	reg     *prometheus.Registry
 	latency prometheus.Histogram
 	lag     atomic.Int64
+	slot    atomic.Pointer[capture.SlotStatus] // nil while unknown
 }
 
 func newMetrics() *metrics {
@@ -33,7 +34,7 @@ func newMetrics() *metrics {
 		Buckets: []float64{.001, .0025, .005, .01, .025, .05, .1, .25, .5, 1, 2.5, 5, 10, 30, 60},
 	})
 	m.lag.Store(-1)
-	m.reg.MustRegister(m.latency, collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	m.reg.MustRegister(m.latency, collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}), slotCollector{&m.slot})
 	return m
 }
 
@@ -115,27 +116,77 @@ func (c haltCollector) Collect(ch chan<- prometheus.Metric) {
 		ev.ID, ev.Table, ev.CommitLSN.String(), strconv.FormatUint(uint64(ev.TxSeq), 10), inv.Reason, inv.Fix)
 }
 
-// pollLag refreshes the slot lag every 10 seconds until ctx ends.
+// pollLag refreshes the slot's lag and status every 10 seconds until ctx
+// ends.
 func (m *metrics) pollLag(ctx context.Context, url, slot string, log *slog.Logger) {
 	t := time.NewTicker(10 * time.Second)
 	defer t.Stop()
 	for {
 		qctx, cancel := context.WithTimeout(ctx, 5*time.Second)
-		lag, err := capture.SlotLag(qctx, url, slot)
+		st, err := capture.ReadSlotStatus(qctx, url, slot)
 		cancel()
 		if err != nil {
 			if ctx.Err() != nil {
 				return
 			}
 			m.lag.Store(-1)
-			log.Debug("read slot lag", "err", err)
+			m.slot.Store(nil)
+			log.Debug("read slot status", "err", err)
 		} else {
-			m.lag.Store(lag)
+			m.lag.Store(st.Lag)
+			m.slot.Store(&st)
 		}
 		select {
 		case <-ctx.Done():
 			return
 		case <-t.C:
 		}
+	}
+}
+
+var (
+	slotActiveDesc = prometheus.NewDesc("outboxrelay_slot_active",
+		"1 while a process (this relay or another) streams from the slot, 0 when none does; absent while unknown.", nil, nil)
+	slotWALStatusDesc = prometheus.NewDesc("outboxrelay_slot_wal_status",
+		"1 for the slot's wal_status (reserved, extended, unreserved, lost), 0 for the others; absent while unknown. unreserved: the next checkpoint may remove WAL the slot needs; lost: it did.",
+		[]string{"status"}, nil)
+	slotSafeWALDesc = prometheus.NewDesc("outboxrelay_slot_safe_wal_size_bytes",
+		"Bytes of WAL that can still be written before the slot is past max_slot_wal_keep_size and may lose its WAL; absent without a limit (max_slot_wal_keep_size = -1) or while unknown.", nil, nil)
+	walStatuses = []string{"reserved", "extended", "unreserved", "lost"}
+)
+
+// slotCollector exports the slot's status as last polled, only what is
+// known: an alert on a missing series does not fire on a guess.
+type slotCollector struct {
+	st *atomic.Pointer[capture.SlotStatus]
+}
+
+func (c slotCollector) Describe(ch chan<- *prometheus.Desc) {
+	ch <- slotActiveDesc
+	ch <- slotWALStatusDesc
+	ch <- slotSafeWALDesc
+}
+
+func (c slotCollector) Collect(ch chan<- prometheus.Metric) {
+	st := c.st.Load()
+	if st == nil {
+		return
+	}
+	active := 0.0
+	if st.Active {
+		active = 1
+	}
+	ch <- prometheus.MustNewConstMetric(slotActiveDesc, prometheus.GaugeValue, active)
+	if st.WALStatus != "" {
+		for _, s := range walStatuses {
+			v := 0.0
+			if s == st.WALStatus {
+				v = 1
+			}
+			ch <- prometheus.MustNewConstMetric(slotWALStatusDesc, prometheus.GaugeValue, v, s)
+		}
+	}
+	if st.SafeWALSizeKnown {
+		ch <- prometheus.MustNewConstMetric(slotSafeWALDesc, prometheus.GaugeValue, float64(st.SafeWALSize))
 	}
 }

@@ -9,22 +9,46 @@ import (
 	"github.com/outboxrelay/outboxrelay/internal/pgsql"
 )
 
-// SlotLag returns how many bytes of WAL the slot holds back: the server's
-// current WAL position minus the slot's confirmed position. It opens a
-// short-lived ordinary connection, so it also works while the relay is not
-// streaming.
-func SlotLag(ctx context.Context, url, slot string) (int64, error) {
+// SlotStatus is what pg_replication_slots says about the slot's WAL.
+type SlotStatus struct {
+	Lag int64 // bytes of WAL held back: pg_current_wal_lsn() - confirmed_flush_lsn
+	// WALStatus is reserved, extended, unreserved or lost: whether the WAL
+	// the slot needs is still kept (Postgres 13+).
+	WALStatus string
+	// SafeWALSize is how many more bytes of WAL can be written before the
+	// slot is past max_slot_wal_keep_size; SafeWALSizeKnown is false when
+	// there is no limit (NULL).
+	SafeWALSize      int64
+	SafeWALSizeKnown bool
+	Active           bool // a process streams from the slot
+}
+
+// ReadSlotStatus reads the slot's status. It opens a short-lived ordinary
+// connection, so it also works while the relay is not streaming.
+func ReadSlotStatus(ctx context.Context, url, slot string) (SlotStatus, error) {
 	conn, err := pgconn.Connect(ctx, url)
 	if err != nil {
-		return 0, fmt.Errorf("connect to postgres: %w", explain(err))
+		return SlotStatus{}, fmt.Errorf("connect to postgres: %w", explain(err))
 	}
 	defer conn.Close(context.Background())
-	rows, err := query(ctx, conn, "SELECT (pg_current_wal_lsn() - confirmed_flush_lsn)::bigint FROM pg_replication_slots WHERE slot_name = "+pgsql.Literal(slot))
+	rows, err := query(ctx, conn, `SELECT (pg_current_wal_lsn() - confirmed_flush_lsn)::bigint, coalesce(wal_status, ''),
+		coalesce(safe_wal_size::text, ''), active FROM pg_replication_slots WHERE slot_name = `+pgsql.Literal(slot))
 	if err != nil {
-		return 0, fmt.Errorf("read lag of slot %q: %w", slot, err)
+		return SlotStatus{}, fmt.Errorf("read status of slot %q: %w", slot, err)
 	}
 	if len(rows) == 0 || rows[0][0] == "" {
-		return 0, fmt.Errorf("replication slot %q does not exist", slot)
+		return SlotStatus{}, fmt.Errorf("replication slot %q does not exist", slot)
 	}
-	return strconv.ParseInt(rows[0][0], 10, 64)
+	var st SlotStatus
+	if st.Lag, err = strconv.ParseInt(rows[0][0], 10, 64); err != nil {
+		return SlotStatus{}, fmt.Errorf("slot %q lag %q: %w", slot, rows[0][0], err)
+	}
+	st.WALStatus, st.Active = rows[0][1], rows[0][3] == "t"
+	if rows[0][2] != "" {
+		if st.SafeWALSize, err = strconv.ParseInt(rows[0][2], 10, 64); err != nil {
+			return SlotStatus{}, fmt.Errorf("slot %q safe_wal_size %q: %w", slot, rows[0][2], err)
+		}
+		st.SafeWALSizeKnown = true
+	}
+	return st, nil
 }
