@@ -7,6 +7,7 @@ import (
 	"net"
 	"net/http"
 	"net/http/pprof"
+	"strings"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus/promhttp"
@@ -18,8 +19,14 @@ func serveHTTP(addr string, m *metrics, ready func() (bool, string), log *slog.L
 	mux.HandleFunc("/healthz", func(w http.ResponseWriter, _ *http.Request) {
 		fmt.Fprintln(w, "ok")
 	})
-	mux.HandleFunc("/readyz", func(w http.ResponseWriter, _ *http.Request) {
+	mux.HandleFunc("/readyz", func(w http.ResponseWriter, r *http.Request) {
 		ok, why := ready()
+		// ?standby=ok: a healthy standby counts as ready too, for
+		// Kubernetes, where readiness decides disruption budgets and
+		// rollouts (docs/kubernetes.md).
+		if !ok && r.URL.Query().Get("standby") == "ok" && strings.HasPrefix(why, standbyPrefix) {
+			ok = true
+		}
 		if !ok {
 			w.WriteHeader(http.StatusServiceUnavailable)
 		}

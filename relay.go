@@ -239,6 +239,10 @@ func sources(o config.Outbox) (tables []decode.Table, subjects, names []string) 
 	return tables, append(subjects, o.Messages.Subject), names
 }
 
+// standbyPrefix starts the readiness reason of a relay that waits as a
+// standby; /readyz?standby=ok answers 200 for it.
+const standbyPrefix = "standby: "
+
 // readiness reports whether the relay holds the slot and is streaming.
 func readiness(cp *capture.Capture, sk *sink.Sink, p *pipeline.Pipeline) func() (bool, string) {
 	return func() (bool, string) {
@@ -248,11 +252,16 @@ func readiness(cp *capture.Capture, sk *sink.Sink, p *pipeline.Pipeline) func() 
 		if h := cp.Halted(); h != nil {
 			return false, "halted: " + h.Error()
 		}
-		if ok, why := cp.Streaming(); !ok {
-			return false, "postgres: " + why
+		streaming, pgWhy := cp.Streaming()
+		if !streaming && !cp.Standby() {
+			return false, "postgres: " + pgWhy
 		}
 		if ok, why := sk.Healthy(); !ok {
 			return false, "nats: " + why
+		}
+		if !streaming {
+			// Healthy, and ready to take over.
+			return false, standbyPrefix + pgWhy
 		}
 		return true, "streaming"
 	}

@@ -91,6 +91,7 @@ type Capture struct {
 
 	waited     bool // emit blocked since the stream loop last looked; owned by Run
 	streaming  atomic.Bool
+	standby    atomic.Bool // the last session found the slot held by another process
 	reconnects atomic.Uint64
 	confirmed  atomic.Uint64
 	// checked is the WAL position of the session's last publication check
@@ -140,6 +141,10 @@ func (c *Capture) Streaming() (bool, string) {
 	return false, "connecting to postgres"
 }
 
+// Standby reports whether the capture waits as a standby: its last
+// session found the slot streamed by another process.
+func (c *Capture) Standby() bool { return c.standby.Load() && !c.streaming.Load() }
+
 // Halted returns the continuity error the capture stopped at, or nil.
 func (c *Capture) Halted() *continuity.Error { return c.halt.Load() }
 
@@ -170,6 +175,7 @@ func (c *Capture) Run(ctx context.Context) error {
 		}
 		msg := err.Error()
 		c.lastErr.Store(&msg)
+		c.standby.Store(isSlotActive(err))
 		var broken *continuity.Error
 		if errors.As(err, &broken) {
 			// Stay up, halted, like a halt at an event: readiness and
@@ -282,6 +288,7 @@ func (c *Capture) session(ctx context.Context) (started bool, err error) {
 	}()
 	c.log.Info("streaming", "lsn", floor.String(), "publication", c.cfg.Publication)
 	c.streaming.Store(true)
+	c.standby.Store(false)
 	c.lastErr.Store(nil)
 	if !c.emit(sctx, conn, floor, Message{Kind: Restart, WALStart: floor}) {
 		return true, c.finish(conn, floor)

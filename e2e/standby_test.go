@@ -2,6 +2,7 @@ package e2e_test
 
 import (
 	"context"
+	"io"
 	"net/http"
 	"path/filepath"
 	"strconv"
@@ -53,6 +54,15 @@ func TestStandbyTakeover(t *testing.T) {
 	// B must stay unready while A streams: sample it for a few seconds,
 	// long enough that an uncapped retry backoff would show in its log.
 	expectUnready(t, addrB, 6*time.Second)
+	// /readyz?standby=ok (Kubernetes' readiness probe in the Helm chart)
+	// counts a healthy standby as ready, and the active relay too.
+	for _, addr := range []string{addrB, e.httpAddr} {
+		if code, body, err := get("http://" + addr + "/readyz?standby=ok"); err != nil || code != http.StatusOK {
+			t.Errorf("%s/readyz?standby=ok = %d %q (%v), want 200", addr, code, body, err)
+		} else if addr == addrB && !strings.HasPrefix(body, "standby: ") {
+			t.Errorf("the standby's /readyz?standby=ok says %q, want it to start with \"standby: \"", body)
+		}
+	}
 
 	bg := workload{Writers: 4, Aggregates: 200, Events: 20_000, MaxTx: 20, Rollback: 0.05, Hot: 0.3, Pace: 55 * time.Millisecond}.start(ctx, e.pg)
 	start := time.Now()
@@ -135,6 +145,18 @@ func TestStandbyTakeover(t *testing.T) {
 }
 
 // readyzCode returns the status of /readyz of the relay serving HTTP at addr.
+// get returns the status code and body of a GET of url.
+func get(url string) (int, string, error) {
+	c := http.Client{Timeout: time.Second}
+	resp, err := c.Get(url)
+	if err != nil {
+		return 0, "", err
+	}
+	defer resp.Body.Close()
+	b, err := io.ReadAll(resp.Body)
+	return resp.StatusCode, string(b), err
+}
+
 func readyzCode(addr string) (int, error) {
 	c := http.Client{Timeout: time.Second}
 	resp, err := c.Get("http://" + addr + "/readyz")
