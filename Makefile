@@ -14,6 +14,9 @@ build: ## the relay binary, bin/outboxrelay
 bin/nats-server: go.mod go.sum ## nats-server, pinned in go.mod as a tool
 	$(GO) build -o $@ github.com/nats-io/nats-server/v2
 
+bin/helm: tools/helm/go.mod tools/helm/go.sum ## helm, for the chart's test; pinned in a module of its own (tools/helm)
+	cd tools/helm && $(GO) build -o ../../bin/helm helm.sh/helm/v3/cmd/helm
+
 prereqs: bin/nats-server ## fail early, with the fix, when Postgres or npm is missing
 	@test -x "$${PG_BINDIR:-/nonexistent}/initdb" || ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || \
 	  { echo "PostgreSQL server binaries not found: apt-get install postgresql (or set PG_BINDIR)"; exit 1; }
@@ -24,8 +27,8 @@ vet:
 	$(GO) vet ./...
 	@test -z "$$(gofmt -l $$(git ls-files '*.go' 2>/dev/null || find . -name '*.go'))" || { echo "gofmt needed:"; gofmt -l .; exit 1; }
 
-test: prereqs vet pg-fetch ## go vet + every test under -race on Debian's Postgres, then test-pg
-	NATS_SERVER_BIN=$(CURDIR)/bin/nats-server $(GO) test -race -count=1 -timeout 25m ./...
+test: prereqs vet pg-fetch bin/helm ## go vet + every test under -race on Debian's Postgres, then test-pg
+	NATS_SERVER_BIN=$(CURDIR)/bin/nats-server HELM_BIN=$(CURDIR)/bin/helm $(GO) test -race -count=1 -timeout 25m ./...
 	@NATS_SERVER_BIN=$(CURDIR)/bin/nats-server $(GO) test -count=1 -v -run '^TestPostgresVersion$$' ./e2e/ | grep 'PostgreSQL'
 	$(MAKE) --no-print-directory test-pg
 
