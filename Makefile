@@ -28,7 +28,7 @@ vet:
 	@test -z "$$(gofmt -l $$(git ls-files '*.go' 2>/dev/null || find . -name '*.go'))" || { echo "gofmt needed:"; gofmt -l .; exit 1; }
 
 test: prereqs vet pg-fetch bin/helm ## go vet + every test under -race on Debian's Postgres, then test-pg
-	NATS_SERVER_BIN=$(CURDIR)/bin/nats-server HELM_BIN=$(CURDIR)/bin/helm $(GO) test -race -count=1 -timeout 25m ./...
+	NATS_SERVER_BIN=$(CURDIR)/bin/nats-server HELM_BIN=$(CURDIR)/bin/helm $(GO) test -race -count=1 -timeout 45m ./...
 	@NATS_SERVER_BIN=$(CURDIR)/bin/nats-server $(GO) test -count=1 -v -run '^TestPostgresVersion$$' ./e2e/ | grep 'PostgreSQL'
 	$(MAKE) --no-print-directory test-pg
 
