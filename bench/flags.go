@@ -39,7 +39,7 @@ func parseFlags(args []string) (*options, error) {
 	fs := flag.NewFlagSet(os.Args[0], flag.ExitOnError)
 	sizes := fs.String("n", "100000,1000000", "comma-separated backlog sizes (empty: no drains)")
 	txSizes := fs.String("tx", "100,1", "comma-separated events per transaction")
-	rates := fs.String("rates", "1000,5000,10000", "comma-separated paced rates for the latency runs (empty: skip)")
+	rates := fs.String("rates", "1000,2500,5000,10000", "comma-separated paced rates for the latency runs (empty: skip)")
 	fs.DurationVar(&o.latencyDur, "latency-duration", 10*time.Second, "how long each paced rate runs")
 	fs.StringVar(&o.profile, "cpuprofile", "", "write CPU profiles of the relay and of nats-server (the start of each drain and of each paced rate) to PREFIX-*.pprof and PREFIX-*-nats.pprof")
 	fs.IntVar(&o.profileSecs, "cpuprofile-seconds", 3, "how long each -cpuprofile profile is")

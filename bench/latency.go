@@ -98,21 +98,38 @@ func liveLatency(o *options) ([]latencyResult, error) {
 // commit time and commit→stored latency there, to see when a tail happened
 // and what else happened then.
 func latencyQuantiles(ctx context.Context, js jetstream.JetStream, first, last uint64, csv string) (polling.Quantiles, error) {
-	lats, err := latencies(ctx, js, first, last, csv)
+	lats, commits, err := latencies(ctx, js, first, last, csv)
 	if err != nil {
 		return polling.Quantiles{}, err
 	}
-	return polling.Quantiles{P50: quantile(lats, 0.5), P99: quantile(lats, 0.99), P999: quantile(lats, 0.999)}, nil
+	return polling.Quantiles{P50: quantile(lats, 0.5), P99: quantile(lats, 0.99), P999: quantile(lats, 0.999),
+		Max: slices.Max(lats), PerSecond: perSecondMax(lats, commits)}, nil
+}
+
+// perSecondMax is the largest latency among the events committed in each
+// second from the first commit: a tail that an overall quantile averages
+// away, such as a spike every second, shows as a high value in every one.
+func perSecondMax(lats []time.Duration, commits []time.Time) []time.Duration {
+	start := slices.MinFunc(commits, time.Time.Compare)
+	var out []time.Duration
+	for i, c := range commits {
+		s := int(c.Sub(start) / time.Second)
+		for len(out) <= s {
+			out = append(out, 0)
+		}
+		out[s] = max(out[s], lats[i])
+	}
+	return out
 }
 
 // latencies reads stream messages first..last and returns commit→stored
-// for each; with a csv path it also writes them there.
-func latencies(ctx context.Context, js jetstream.JetStream, first, last uint64, csv string) (_ []time.Duration, err error) {
+// and the commit time of each; with a csv path it also writes them there.
+func latencies(ctx context.Context, js jetstream.JetStream, first, last uint64, csv string) (_ []time.Duration, _ []time.Time, err error) {
 	var w *bufio.Writer
 	if csv != "" {
 		f, err := os.Create(csv)
 		if err != nil {
-			return nil, err
+			return nil, nil, err
 		}
 		w = bufio.NewWriter(f)
 		defer func() {
@@ -126,35 +143,37 @@ func latencies(ctx context.Context, js jetstream.JetStream, first, last uint64, 
 		DeliverPolicy: jetstream.DeliverByStartSequencePolicy, OptStartSeq: first,
 	})
 	if err != nil {
-		return nil, err
+		return nil, nil, err
 	}
 	out := make([]time.Duration, 0, last-first+1)
+	commits := make([]time.Time, 0, last-first+1)
 	for uint64(len(out)) < last-first+1 {
 		batch, err := cons.Fetch(1000, jetstream.FetchMaxWait(2*time.Second))
 		if err != nil {
-			return nil, err
+			return nil, nil, err
 		}
 		got := 0
 		for m := range batch.Messages() {
 			got++
 			md, err := m.Metadata()
 			if err != nil {
-				return nil, err
+				return nil, nil, err
 			}
 			committed, err := time.Parse(time.RFC3339Nano, m.Headers().Get("Outbox-Commit-Time"))
 			if err != nil {
-				return nil, err
+				return nil, nil, err
 			}
 			out = append(out, md.Timestamp.Sub(committed))
+			commits = append(commits, committed)
 			if w != nil {
 				fmt.Fprintf(w, "%d,%d,%d,%d\n", md.Sequence.Stream, committed.UnixNano(), md.Timestamp.UnixNano(), md.Timestamp.Sub(committed).Microseconds())
 			}
 		}
 		if got == 0 {
-			return nil, fmt.Errorf("read %d of %d messages", len(out), last-first+1)
+			return nil, nil, fmt.Errorf("read %d of %d messages", len(out), last-first+1)
 		}
 	}
-	return out, nil
+	return out, commits, nil
 }
 
 func quantile(d []time.Duration, q float64) time.Duration {

@@ -63,16 +63,32 @@ func run(o *options) error {
 	}
 	fmt.Println("cpu: as for a drain, plus inserts = the inserting backends.")
 	fmt.Println()
-	fmt.Printf("%-10s %12s %10s %10s %10s %14s\n", "target/s", "achieved/s", "p50", "p99", "p99.9", "caught up in")
+	fmt.Println("max = the worst event; each second = the worst event of each second of commits, so that")
+	fmt.Println("spikes show rather than average away.")
+	fmt.Println()
+	fmt.Printf("%-10s %12s %10s %10s %10s %10s %14s\n", "target/s", "achieved/s", "p50", "p99", "p99.9", "max", "caught up in")
 	lat, err := liveLatency(o)
 	if err != nil {
 		return err
 	}
 	for _, l := range lat {
-		fmt.Printf("%-10d %12.0f %10s %10s %10s %14s\n", l.rate, l.achieved, l.P50.Round(10*time.Microsecond), l.P99.Round(10*time.Microsecond), l.P999.Round(10*time.Microsecond), l.lagAfter.Round(10*time.Microsecond))
+		fmt.Printf("%-10d %12.0f %10s %10s %10s %10s %14s\n", l.rate, l.achieved, l.P50.Round(10*time.Microsecond), l.P99.Round(10*time.Microsecond), l.P999.Round(10*time.Microsecond), l.Max.Round(10*time.Microsecond), l.lagAfter.Round(10*time.Microsecond))
+		fmt.Printf("    each second, ms: %s\n", formatMillis(l.PerSecond))
 		fmt.Printf("    cpu: %s\n", l.cpu)
 	}
 	return nil
+}
+
+// formatMillis prints ds in milliseconds, to 0.1 ms.
+func formatMillis(ds []time.Duration) string {
+	var b strings.Builder
+	for i, d := range ds {
+		if i > 0 {
+			b.WriteByte(' ')
+		}
+		fmt.Fprintf(&b, "%.1f", float64(d)/float64(time.Millisecond))
+	}
+	return b.String()
 }
 
 type result struct {

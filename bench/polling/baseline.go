@@ -70,13 +70,13 @@ func (b baseline) latencyTable(rs []int, latDur time.Duration) error {
 	fmt.Printf("1 worker, poll interval %s, single-event transactions, %s per rate. created_at is now(), the start of\n", b.cfg.Interval, latDur)
 	fmt.Println("the single-INSERT transaction: it also counts the INSERT itself, tens of microseconds here.")
 	fmt.Println()
-	fmt.Printf("%-10s %12s %10s %10s %10s %14s\n", "target/s", "achieved/s", "p50", "p99", "p99.9", "caught up in")
+	fmt.Printf("%-10s %12s %10s %10s %10s %10s %14s\n", "target/s", "achieved/s", "p50", "p99", "p99.9", "max", "caught up in")
 	lat, err := b.latency(rs, latDur)
 	if err != nil {
 		return fmt.Errorf("polling baseline latency: %w", err)
 	}
 	for _, l := range lat {
-		fmt.Printf("%-10d %12.0f %10s %10s %10s %14s\n", l.rate, l.achieved, l.P50.Round(10*time.Microsecond), l.P99.Round(10*time.Microsecond), l.P999.Round(10*time.Microsecond), l.lagAfter.Round(10*time.Microsecond))
+		fmt.Printf("%-10d %12.0f %10s %10s %10s %10s %14s\n", l.rate, l.achieved, l.P50.Round(10*time.Microsecond), l.P99.Round(10*time.Microsecond), l.P999.Round(10*time.Microsecond), l.Max.Round(10*time.Microsecond), l.lagAfter.Round(10*time.Microsecond))
 	}
 	return nil
 }

@@ -44,7 +44,12 @@ type Paced struct {
 }
 
 // Quantiles summarises commit→stored latencies.
-type Quantiles struct{ P50, P99, P999 time.Duration }
+type Quantiles struct {
+	P50, P99, P999, Max time.Duration
+	// PerSecond is the largest latency of the events committed in each
+	// second of the run, from its first commit.
+	PerSecond []time.Duration
+}
 
 // Workload is what the baseline borrows from the relay's bench, so that
 // both are measured the same way.
