@@ -194,12 +194,25 @@ func (s *Sink) send(e *inflight, reply string, maxMsgSize int) error {
 		h[HeaderMsgID] = []string{reusedMsgID(ev.ID, s.txLSNText, v[7][0])}
 		s.hdrExtra = true
 	}
+	// With only the base headers, the common case, write them once in wire
+	// form (rawheaders.go); a message with others goes through the map.
+	raw := !s.hdrExtra && s.cfg.CloudEvents == nil
+	hdrLen := 0
+	if raw {
+		s.hdrBuf = appendHeaders(s.hdrBuf[:0], v)
+		hdrLen = len(s.hdrBuf)
+	} else if maxMsgSize > 0 {
+		hdrLen = headerLen(h)
+	}
 	if maxMsgSize > 0 {
 		// Refused by the stream, the message would stop the chain with an
 		// error that does not say which event it was (see onAck).
-		if n := headerLen(h) + len(m.Data); n > maxMsgSize {
+		if n := hdrLen + len(m.Data); n > maxMsgSize {
 			return errMsgSize{fmt.Sprintf("message of %d bytes (payload %d, headers %d) is over the stream's max_msg_size of %d bytes", n, len(m.Data), n-len(m.Data), maxMsgSize)}
 		}
+	}
+	if raw {
+		return natsPublish(s.nc, m.Subject, m.Reply, m.Reply != "", s.hdrBuf, m.Data)
 	}
 	return s.nc.PublishMsg(m)
 }

@@ -104,6 +104,7 @@ type Sink struct {
 	// Owned by Run: reused for every send.
 	msg        nats.Msg
 	subjBuf    []byte
+	hdrBuf     []byte        // the base headers in wire form (rawheaders.go)
 	txLSN      pglogrepl.LSN // the transaction whose texts follow
 	txLSNText  string
 	txTimeText string

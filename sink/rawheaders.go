@@ -1,0 +1,45 @@
+package sink
+
+import (
+	_ "unsafe" // for go:linkname
+
+	"github.com/nats-io/nats.go"
+)
+
+// The sink writes a message's header block itself, straight into NATS's
+// wire form, and hands it to the function nats.go's PublishMsg ends in.
+// PublishMsg encodes a nats.Header map instead: it walks the map twice (to
+// size it, then to write it) and runs every value through a
+// strings.Replacer, which was the largest part of the relay's own CPU per
+// event (docs/performance.md, "Headers written once"). nats.go has no call
+// that takes headers already encoded.
+//
+// natsPublish is nats.go's unexported (*Conn).publish: it checks the
+// subject and the reply, then writes "HPUB subject [reply] hdrlen total",
+// hdr and data under the connection's lock, exactly as PublishMsg does
+// after encoding. An unexported signature can change in any release, and a
+// wrong one would not fail to link, so TestLinkedNATSVersion fails when
+// go.mod names a nats.go other than linkedNATS, the version whose publish
+// was read.
+//
+//go:linkname natsPublish github.com/nats-io/nats%2ego.(*Conn).publish
+func natsPublish(nc *nats.Conn, subj, reply string, validateReply bool, hdr, data []byte) error
+
+// linkedNATS is the nats.go version whose (*Conn).publish natsPublish
+// matches.
+const linkedNATS = "v1.56.0"
+
+// appendHeaders appends the header block of the base headers, with values
+// vals (in baseHeaders order), as nats.go would encode them: "NATS/1.0",
+// a "Key: value" line for each, and a blank line. The values are
+// representable (see Publish), so nats.go would send them as they are.
+func appendHeaders(b []byte, vals *[len(baseHeaders)][]string) []byte {
+	b = append(b, "NATS/1.0\r\n"...)
+	for i, k := range baseHeaders {
+		b = append(b, k...)
+		b = append(b, ": "...)
+		b = append(b, vals[i][0]...)
+		b = append(b, "\r\n"...)
+	}
+	return append(b, "\r\n"...)
+}

@@ -1,0 +1,53 @@
+package sink
+
+import (
+	"maps"
+	"os"
+	"strings"
+	"testing"
+
+	"github.com/nats-io/nats.go"
+)
+
+// natsPublish calls an unexported function of nats.go by its linker name,
+// so a nats.go whose (*Conn).publish changed would still link and then
+// corrupt the call. This fails on any nats.go but the one it was read in.
+func TestLinkedNATSVersion(t *testing.T) {
+	b, err := os.ReadFile("../go.mod")
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := "github.com/nats-io/nats.go " + linkedNATS
+	for _, line := range strings.Split(string(b), "\n") {
+		if f := strings.Fields(line); len(f) >= 2 && f[0] == "github.com/nats-io/nats.go" {
+			if got := f[0] + " " + f[1]; got != want {
+				t.Fatalf("go.mod requires %s, but sink/rawheaders.go's natsPublish was checked against %s: "+
+					"read (*Conn).publish in the new nats.go, then fix natsPublish's signature and linkedNATS", got, want)
+			}
+			return
+		}
+	}
+	t.Fatalf("go.mod does not require github.com/nats-io/nats.go")
+}
+
+// What appendHeaders writes must read back, with nats.go's own decoder,
+// as the header map PublishMsg would have sent.
+func TestAppendHeadersAsNATSReadsThem(t *testing.T) {
+	var vals [len(baseHeaders)][]string
+	want := nats.Header{}
+	for i, k := range baseHeaders {
+		vals[i] = []string{"value of " + k + " ä"}
+		want[k] = vals[i]
+	}
+	vals[1][0] = "41"
+	got, err := nats.DecodeHeadersMsg(appendHeaders([]byte("junk"), &vals)[len("junk"):])
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !maps.EqualFunc(got, want, func(a, b []string) bool { return strings.Join(a, "\n") == strings.Join(b, "\n") }) {
+		t.Errorf("headers read back = %v, want %v", got, want)
+	}
+	if n := len(appendHeaders(nil, &vals)); n != headerLen(want) {
+		t.Errorf("appendHeaders wrote %d bytes, headerLen of the same map says %d", n, headerLen(want))
+	}
+}
