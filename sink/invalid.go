@@ -59,6 +59,9 @@ func (s *Sink) whyInvalid(ev *decode.Event) string {
 // fix, or returns "" when err is not about size. The server's limit is read
 // only then: it takes the connection's lock.
 func (s *Sink) oversize(err error, ev *decode.Event) (reason, fix string) {
+	if err == nil {
+		return "", "" // before tooBig, which errors.As moves to the heap
+	}
 	var tooBig errMsgSize
 	switch {
 	case errors.As(err, &tooBig):
