@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"log/slog"
+	"net/url"
 	"os"
 	"runtime"
 	"time"
@@ -186,18 +187,28 @@ func sinkConfig(cfg config.Config) sink.Config {
 // cloudEvents is the sink's CloudEvents setting: ce-source per event
 // source (tables, then messages), nats.cloudevents.source or by default
 // /postgres/<database>/<schema.table>, which names where the event was
-// written and is the same for every relay on that database.
+// written and is the same for every relay on that database. Each segment is
+// path-escaped, so the default is a URI reference whatever the names.
 func cloudEvents(cfg config.Config) *sink.CloudEvents {
 	ce := &sink.CloudEvents{DataContentType: cfg.NATS.CloudEvents.DataContentType}
 	db := "postgres"
-	if pc, err := pgconn.ParseConfig(cfg.Postgres.URL); err == nil && pc.Database != "" {
-		db = pc.Database
+	if pc, err := pgconn.ParseConfig(cfg.Postgres.URL); err == nil {
+		// Without a database Postgres connects to the user's namesake.
+		if pc.Database != "" {
+			db = pc.Database
+		} else if pc.User != "" {
+			db = pc.User
+		}
 	}
 	_, _, names := sources(cfg.Outbox)
-	for _, name := range append(names, "pg_logical_emit_message/"+cfg.Outbox.Messages.Prefix) {
+	var paths []string
+	for _, name := range names {
+		paths = append(paths, url.PathEscape(name))
+	}
+	for _, path := range append(paths, "pg_logical_emit_message/"+url.PathEscape(cfg.Outbox.Messages.Prefix)) {
 		src := cfg.NATS.CloudEvents.Source
 		if src == "" {
-			src = "/postgres/" + db + "/" + name
+			src = "/postgres/" + url.PathEscape(db) + "/" + path
 		}
 		ce.Sources = append(ce.Sources, src)
 	}
