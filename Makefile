@@ -56,10 +56,10 @@ soak: prereqs ## the fault tests with 5x the events and faults (not in CI)
 	OUTBOXRELAY_SOAK=$${SOAK:-5} NATS_SERVER_BIN=$(CURDIR)/bin/nats-server $(GO) test -race -count=1 -timeout 90m -v \
 	  -run 'TestRelayKill9|TestNATSKill9AndFreeze|TestPostgresRestart|TestClusterFailover|TestStandbyTakeover|TestStandbyRoundTrip' ./e2e/
 
-demo: build bin/nats-server ## Postgres + nats-server + relay under ./.demo, sample events printed
+demo: build bin/nats-server ## Postgres + nats-server + relay under ./.demo, sample events printed (FORMAT=cloudevents: with ce- headers)
 	$(GO) build -o bin/demo ./demo
 	@# exec: Ctrl-C reaches the demo itself, which cleans up and exits 0
-	exec bin/demo
+	exec bin/demo $(if $(FORMAT),-format=$(FORMAT))
 
 bench: build bin/nats-server ## throughput figures (never a pass/fail on timing)
 	NATS_SERVER_BIN=$(CURDIR)/bin/nats-server $(GO) run ./bench
