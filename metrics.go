@@ -152,6 +152,8 @@ var (
 		[]string{"status"}, nil)
 	slotSafeWALDesc = prometheus.NewDesc("outboxrelay_slot_safe_wal_size_bytes",
 		"Bytes of WAL that can still be written before the slot is past max_slot_wal_keep_size and may lose its WAL; absent without a limit (max_slot_wal_keep_size = -1) or while unknown.", nil, nil)
+	keepSizeDesc = prometheus.NewDesc("outboxrelay_postgres_max_slot_wal_keep_size_bytes",
+		"Postgres's max_slot_wal_keep_size, the WAL a slot may hold back before Postgres may remove it; absent without a limit (-1) or while unknown.", nil, nil)
 	walStatuses = []string{"reserved", "extended", "unreserved", "lost"}
 )
 
@@ -165,6 +167,7 @@ func (c slotCollector) Describe(ch chan<- *prometheus.Desc) {
 	ch <- slotActiveDesc
 	ch <- slotWALStatusDesc
 	ch <- slotSafeWALDesc
+	ch <- keepSizeDesc
 }
 
 func (c slotCollector) Collect(ch chan<- prometheus.Metric) {
@@ -188,5 +191,8 @@ func (c slotCollector) Collect(ch chan<- prometheus.Metric) {
 	}
 	if st.SafeWALSizeKnown {
 		ch <- prometheus.MustNewConstMetric(slotSafeWALDesc, prometheus.GaugeValue, float64(st.SafeWALSize))
+	}
+	if st.KeepSize >= 0 {
+		ch <- prometheus.MustNewConstMetric(keepSizeDesc, prometheus.GaugeValue, float64(st.KeepSize))
 	}
 }
