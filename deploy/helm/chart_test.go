@@ -127,6 +127,7 @@ func TestChart(t *testing.T) {
 	}{
 		{[]any{"runAsNonRoot"}, true},
 		{[]any{"runAsUser"}, 65532},
+		{[]any{"fsGroup"}, 65532},
 		{[]any{"seccompProfile", "type"}, "RuntimeDefault"},
 	} {
 		if got := d.get(append([]any{"spec", "template", "spec", "securityContext"}, p.path...)...); got != p.want {
@@ -141,10 +142,11 @@ func TestChart(t *testing.T) {
 	// Secret's env, never in the ConfigMap.
 	cm := one(t, objs, "ConfigMap")
 	text, _ := cm.get("data", "config.yaml").(string)
-	for _, o := range objs["ConfigMap"] {
-		b, _ := yaml.Marshal(o)
-		if strings.Contains(string(b), secret) {
-			t.Errorf("the secret value is in ConfigMap %v", o.get("metadata", "name"))
+	for kind, list := range objs {
+		for _, o := range list {
+			if b, _ := yaml.Marshal(o); kind != "Secret" && strings.Contains(string(b), secret) {
+				t.Errorf("the secret value is in %s %v", kind, o.get("metadata", "name"))
+			}
 		}
 	}
 	if got := one(t, objs, "Secret").get("stringData", "PGPASSWORD"); got != secret {
@@ -178,6 +180,25 @@ func TestChart(t *testing.T) {
 	}
 	if got := one(t, objs, "ServiceMonitor").get("spec", "endpoints", 0, "path"); got != "/metrics" {
 		t.Errorf("ServiceMonitor path %v, want /metrics", got)
+	}
+
+	// A new password restarts the relays: they read their environment at start.
+	sum := func(objs map[string][]object) any {
+		return one(t, objs, "Deployment").get("spec", "template", "metadata", "annotations", "checksum/secret")
+	}
+	if a, b := sum(objs), sum(render(t, "secrets.PGPASSWORD=other")); a == nil || a == b {
+		t.Errorf("checksum/secret %v with one password and %v with another, want two different sums", a, b)
+	}
+
+	// Files the config names (nats.creds) mounted from a Secret the user manages.
+	objs = render(t, "extraVolumes[0].name=nats", "extraVolumes[0].secret.secretName=nats-relay",
+		"extraVolumeMounts[0].name=nats", "extraVolumeMounts[0].mountPath=/etc/nats")
+	d = one(t, objs, "Deployment")
+	if got := d.get("spec", "template", "spec", "volumes", 1, "secret", "secretName"); got != "nats-relay" {
+		t.Errorf("extra volume from Secret %v, want nats-relay", got)
+	}
+	if got := d.get("spec", "template", "spec", "containers", 0, "volumeMounts", 1, "mountPath"); got != "/etc/nats" {
+		t.Errorf("extra volume mounted at %v, want /etc/nats", got)
 	}
 
 	// A values change that breaks the relay's config fails here.
