@@ -4,15 +4,19 @@ package helm
 import (
 	"bytes"
 	"errors"
+	"fmt"
 	"io"
 	"os"
 	"os/exec"
+	"path/filepath"
 	"strings"
+	"sync"
 	"testing"
 
 	"gopkg.in/yaml.v3"
 
 	"github.com/outboxrelay/outboxrelay/config"
+	"github.com/outboxrelay/outboxrelay/internal/testenv"
 )
 
 // object is one rendered Kubernetes object, as generic YAML.
@@ -70,14 +74,39 @@ func render(t *testing.T, set ...string) map[string][]object {
 	return objs
 }
 
+// helmBin is $HELM_BIN (make test sets it to bin/helm), else the helm
+// pinned in tools/helm/go.mod, which `go tool -n` builds once into the
+// build cache and names.
 func helmBin(t *testing.T) string {
 	t.Helper()
-	bin := os.Getenv("HELM_BIN")
-	if bin == "" {
-		t.Fatal("HELM_BIN is not set: run make test, or make bin/helm and HELM_BIN=$PWD/bin/helm (helm is pinned in tools/helm/go.mod)")
+	bin, err := findHelm()
+	if err != nil {
+		t.Fatal(err)
 	}
 	return bin
 }
+
+var findHelm = sync.OnceValues(func() (string, error) {
+	if p := os.Getenv("HELM_BIN"); p != "" {
+		if _, err := os.Stat(p); err != nil {
+			return "", fmt.Errorf("HELM_BIN: %w (run make bin/helm, or unset HELM_BIN to use the helm pinned in tools/helm/go.mod)", err)
+		}
+		return p, nil
+	}
+	root, err := testenv.ModuleRoot()
+	if err != nil {
+		return "", err
+	}
+	out, err := exec.Command("go", "-C", filepath.Join(root, "tools", "helm"), "tool", "-n", "helm").Output()
+	if err != nil {
+		var stderr []byte
+		if ee := (*exec.ExitError)(nil); errors.As(err, &ee) {
+			stderr = ee.Stderr
+		}
+		return "", fmt.Errorf("build helm from tools/helm/go.mod: %v\n%s(run make bin/helm and set HELM_BIN=$PWD/bin/helm)", err, stderr)
+	}
+	return strings.TrimSpace(string(out)), nil
+})
 
 func one(t *testing.T, objs map[string][]object, kind string) object {
 	t.Helper()
