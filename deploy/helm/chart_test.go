@@ -46,13 +46,17 @@ func (o object) get(path ...any) any {
 	return cur
 }
 
-// render runs helm template on the chart with --set args and returns the
-// objects by kind.
+// render runs helm template on the chart with --set args (or -f file for
+// an arg ending in .yaml) and returns the objects by kind.
 func render(t *testing.T, set ...string) map[string][]object {
 	t.Helper()
 	args := []string{"template", "rel", "outboxrelay"}
 	for _, s := range set {
-		args = append(args, "--set", s)
+		if strings.HasSuffix(s, ".yaml") {
+			args = append(args, "-f", s)
+		} else {
+			args = append(args, "--set", s)
+		}
 	}
 	out, err := exec.Command(helmBin(t), args...).CombinedOutput()
 	if err != nil {
@@ -217,6 +221,19 @@ func TestChart(t *testing.T) {
 	}
 	if a, b := sum(objs), sum(render(t, "secrets.PGPASSWORD=other")); a == nil || a == b {
 		t.Errorf("checksum/secret %v with one password and %v with another, want two different sums", a, b)
+	}
+
+	// A password with the characters YAML and URLs care about reaches the
+	// Secret unchanged.
+	const odd = `p@ss:w#rd "q" \\ 'x' {y}, $z`
+	values := filepath.Join(t.TempDir(), "values.yaml")
+	if b, err := yaml.Marshal(map[string]any{"secrets": map[string]string{"PGPASSWORD": odd}}); err != nil {
+		t.Fatal(err)
+	} else if err := os.WriteFile(values, b, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if got := one(t, render(t, values), "Secret").get("stringData", "PGPASSWORD"); got != odd {
+		t.Errorf("Secret PGPASSWORD = %q, want %q", got, odd)
 	}
 
 	// Files the config names (nats.creds) mounted from a Secret the user manages.
