@@ -247,6 +247,15 @@ func TestChart(t *testing.T) {
 		t.Errorf("extra volume mounted at %v, want /etc/nats", got)
 	}
 
+	// The relay's default http.listen, loopback, would keep both pods unready:
+	// the chart refuses it and says what to set.
+	out, err := exec.Command(helmBin(t), "template", "rel", "outboxrelay", "--set", "config.http.listen=127.0.0.1:8080").CombinedOutput()
+	if want := "set config.http.listen to 0.0.0.0:8080"; err == nil {
+		t.Errorf("helm template with http.listen 127.0.0.1:8080 rendered; want a failure saying %q", want)
+	} else if !strings.Contains(string(out), want) {
+		t.Errorf("helm template with http.listen 127.0.0.1:8080: %s; want it to say %q", out, want)
+	}
+
 	// A values change that breaks the relay's config fails here.
 	objs = render(t, "config.nats.format=xml")
 	if _, err := config.ParseConfigEnv(strings.NewReader(one(t, objs, "ConfigMap").get("data", "config.yaml").(string)), func(string) (string, bool) { return "x", true }); err == nil {
