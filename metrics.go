@@ -42,7 +42,7 @@ func (m *metrics) observeLatency(d time.Duration) { m.latency.Observe(d.Seconds(
 
 // register adds the metrics that read the components' state at scrape
 // time; ready is the relay's readiness, as /readyz reports it.
-func (m *metrics) register(cp *capture.Capture, sk *sink.Sink, tr *checkpoint.Tracker, p *pipeline.Pipeline, ready func() (bool, string), nc *nats.Conn) {
+func (m *metrics) register(cp *capture.Capture, sk *sink.Sink, tr *checkpoint.Tracker, p *pipeline.Pipeline, ready func() readyState, nc *nats.Conn) {
 	counter := func(name, help string, f func() float64) {
 		m.reg.MustRegister(prometheus.NewCounterFunc(prometheus.CounterOpts{Name: name, Help: help}, f))
 	}
@@ -74,7 +74,7 @@ func (m *metrics) register(cp *capture.Capture, sk *sink.Sink, tr *checkpoint.Tr
 	counter("outboxrelay_chain_resumes_total", "Times the publish chain was resumed from the stream's last message.",
 		func() float64 { return float64(sk.Stats().Resumes) })
 	gauge("outboxrelay_ready", "1 while the relay holds the slot and is streaming.",
-		func() float64 { ok, _ := ready(); return b2f(ok) })
+		func() float64 { return b2f(ready().ready) })
 	gauge("outboxrelay_halted", "1 when the relay stopped at an event it cannot publish, or because continuity with its stream is lost (see the log).",
 		func() float64 { return b2f(p.Halted() != nil || cp.Halted() != nil) })
 	gauge("outboxrelay_continuity_lost", "1 when the relay stopped because it cannot prove that its slot continues where its stream ends; run outboxrelay recover (see the log).",

@@ -250,45 +250,48 @@ func sources(o config.Outbox) (tables []decode.Table, subjects, names []string) 
 	return tables, append(subjects, o.Messages.Subject), names
 }
 
-// standbyPrefix starts the readiness reason of a relay that waits as a
-// standby; /readyz?standby=ok answers 200 for it.
-const standbyPrefix = "standby: "
+// readyState is the relay's readiness, as /readyz and outboxrelay_ready
+// report it.
+type readyState struct {
+	ready   bool   // holds the slot and streams
+	standby bool   // healthy, and waits to take over (/readyz?standby=ok)
+	why     string // what /readyz says
+}
 
 // readiness reports whether the relay holds the slot and is streaming.
-func readiness(cp *capture.Capture, sk *sink.Sink, p *pipeline.Pipeline) func() (bool, string) {
-	return func() (bool, string) {
+func readiness(cp *capture.Capture, sk *sink.Sink, p *pipeline.Pipeline) func() readyState {
+	return func() readyState {
 		if h := p.Halted(); h != nil {
-			return false, h.Error()
+			return readyState{why: h.Error()}
 		}
 		if h := cp.Halted(); h != nil {
-			return false, "halted: " + h.Error()
+			return readyState{why: "halted: " + h.Error()}
 		}
 		streaming, pgWhy := cp.Streaming()
 		if !streaming && !cp.Standby() {
-			return false, "postgres: " + pgWhy
+			return readyState{why: "postgres: " + pgWhy}
 		}
 		if ok, why := sk.Healthy(); !ok {
-			return false, "nats: " + why
+			return readyState{why: "nats: " + why}
 		}
 		if !streaming {
-			// Healthy, and ready to take over.
-			return false, standbyPrefix + pgWhy
+			return readyState{standby: true, why: "standby: " + pgWhy}
 		}
-		return true, "streaming"
+		return readyState{ready: true, why: "streaming"}
 	}
 }
 
 // withNATSReason adds to ready's answer, when it is not ready, why the NATS
 // connection is down and how to fix it (the sink only knows that it is).
-func withNATSReason(ready func() (bool, string), nc *nats.Conn, o natsconn.Options) func() (bool, string) {
-	return func() (bool, string) {
-		ok, why := ready()
-		if !ok {
+func withNATSReason(ready func() readyState, nc *nats.Conn, o natsconn.Options) func() readyState {
+	return func() readyState {
+		st := ready()
+		if !st.ready {
 			if r := natsconn.DownReason(nc, o); r != "" {
-				why += " (" + r + ")"
+				st.why += " (" + r + ")"
 			}
 		}
-		return ok, why
+		return st
 	}
 }
 
