@@ -33,9 +33,10 @@ test: prereqs vet pg-fetch bin/helm ## go vet + every test under -race on Debian
 	$(MAKE) --no-print-directory test-pg
 
 # The other supported Postgres versions, each fetched once by .ci/pgfetch,
-# and the e2e tests of the core scenario that run on each.
+# and the e2e tests of the core scenario that run on each, with TestMonitoring
+# for the slot metrics read from pg_replication_slots.
 PG_VERSIONS ?= 14 16 17 18
-PG_CORE_TESTS = ^(TestPostgresVersion|TestDelivery|TestDeliveryMessages|TestAckAfterDurable|TestRestart|TestIdleSlotAdvances|TestRelayKill9|TestRelayKill9Messages|TestPostgresRestart)$$
+PG_CORE_TESTS = ^(TestPostgresVersion|TestDelivery|TestDeliveryMessages|TestAckAfterDurable|TestRestart|TestIdleSlotAdvances|TestRelayKill9|TestRelayKill9Messages|TestPostgresRestart|TestMonitoring)$$
 
 pg-fetch: ## fetch, once, the Postgres versions besides Debian's (the failover tests need 16, 17 and 18)
 	@for v in $(PG_VERSIONS); do .ci/pgfetch $$v >/dev/null || exit 1; done
@@ -56,10 +57,10 @@ soak: prereqs ## the fault tests with 5x the events and faults (not in CI)
 	OUTBOXRELAY_SOAK=$${SOAK:-5} NATS_SERVER_BIN=$(CURDIR)/bin/nats-server $(GO) test -race -count=1 -timeout 90m -v \
 	  -run 'TestRelayKill9|TestNATSKill9AndFreeze|TestPostgresRestart|TestClusterFailover|TestStandbyTakeover|TestStandbyRoundTrip' ./e2e/
 
-demo: build bin/nats-server ## Postgres + nats-server + relay under ./.demo, sample events printed
+demo: build bin/nats-server ## Postgres + nats-server + relay under ./.demo, sample events printed (FORMAT=cloudevents: with ce- headers)
 	$(GO) build -o bin/demo ./demo
 	@# exec: Ctrl-C reaches the demo itself, which cleans up and exits 0
-	exec bin/demo
+	exec bin/demo $(if $(FORMAT),-format=$(FORMAT))
 
 bench: build bin/nats-server ## throughput figures (never a pass/fail on timing)
 	NATS_SERVER_BIN=$(CURDIR)/bin/nats-server $(GO) run ./bench

@@ -7,30 +7,26 @@ import (
 	"net"
 	"net/http"
 	"net/http/pprof"
-	"strings"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 )
 
 // serveHTTP serves /healthz, /readyz and /metrics on addr in the background.
-func serveHTTP(addr string, m *metrics, ready func() (bool, string), log *slog.Logger) (*http.Server, error) {
+func serveHTTP(addr string, m *metrics, ready func() readyState, log *slog.Logger) (*http.Server, error) {
 	mux := http.NewServeMux()
 	mux.HandleFunc("/healthz", func(w http.ResponseWriter, _ *http.Request) {
 		fmt.Fprintln(w, "ok")
 	})
 	mux.HandleFunc("/readyz", func(w http.ResponseWriter, r *http.Request) {
-		ok, why := ready()
+		st := ready()
 		// ?standby=ok: a healthy standby counts as ready too, for
 		// Kubernetes, where readiness decides disruption budgets and
 		// rollouts (docs/kubernetes.md).
-		if !ok && r.URL.Query().Get("standby") == "ok" && strings.HasPrefix(why, standbyPrefix) {
-			ok = true
-		}
-		if !ok {
+		if !st.ready && !(st.standby && r.URL.Query().Get("standby") == "ok") {
 			w.WriteHeader(http.StatusServiceUnavailable)
 		}
-		fmt.Fprintln(w, why)
+		fmt.Fprintln(w, st.why)
 	})
 	mux.Handle("/metrics", promhttp.HandlerFor(m.reg, promhttp.HandlerOpts{}))
 	// Profiles for diagnosing a slow relay; http.listen is loopback by default.
@@ -41,7 +37,7 @@ func serveHTTP(addr string, m *metrics, ready func() (bool, string), log *slog.L
 	if err != nil {
 		return nil, fmt.Errorf("http.listen %s: %w (set http.listen to a free address, or \"\" to disable)", addr, err)
 	}
-	srv := &http.Server{Handler: mux, ReadHeaderTimeout: 5 * time.Second}
+	srv := &http.Server{Addr: ln.Addr().String(), Handler: mux, ReadHeaderTimeout: 5 * time.Second}
 	go func() {
 		if err := srv.Serve(ln); err != nil && !errors.Is(err, http.ErrServerClosed) {
 			log.Error("http server", "err", err)

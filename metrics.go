@@ -42,7 +42,7 @@ func (m *metrics) observeLatency(d time.Duration) { m.latency.Observe(d.Seconds(
 
 // register adds the metrics that read the components' state at scrape
 // time; ready is the relay's readiness, as /readyz reports it.
-func (m *metrics) register(cp *capture.Capture, sk *sink.Sink, tr *checkpoint.Tracker, p *pipeline.Pipeline, ready func() (bool, string), nc *nats.Conn) {
+func (m *metrics) register(cp *capture.Capture, sk *sink.Sink, tr *checkpoint.Tracker, p *pipeline.Pipeline, ready func() readyState, nc *nats.Conn) {
 	counter := func(name, help string, f func() float64) {
 		m.reg.MustRegister(prometheus.NewCounterFunc(prometheus.CounterOpts{Name: name, Help: help}, f))
 	}
@@ -74,7 +74,7 @@ func (m *metrics) register(cp *capture.Capture, sk *sink.Sink, tr *checkpoint.Tr
 	counter("outboxrelay_chain_resumes_total", "Times the publish chain was resumed from the stream's last message.",
 		func() float64 { return float64(sk.Stats().Resumes) })
 	gauge("outboxrelay_ready", "1 while the relay holds the slot and is streaming.",
-		func() float64 { ok, _ := ready(); return b2f(ok) })
+		func() float64 { return b2f(ready().ready) })
 	gauge("outboxrelay_halted", "1 when the relay stopped at an event it cannot publish, or because continuity with its stream is lost (see the log).",
 		func() float64 { return b2f(p.Halted() != nil || cp.Halted() != nil) })
 	gauge("outboxrelay_continuity_lost", "1 when the relay stopped because it cannot prove that its slot continues where its stream ends; run outboxrelay recover (see the log).",
@@ -152,6 +152,8 @@ var (
 		[]string{"status"}, nil)
 	slotSafeWALDesc = prometheus.NewDesc("outboxrelay_slot_safe_wal_size_bytes",
 		"Bytes of WAL that can still be written before the slot is past max_slot_wal_keep_size and may lose its WAL; absent without a limit (max_slot_wal_keep_size = -1) or while unknown.", nil, nil)
+	keepSizeDesc = prometheus.NewDesc("outboxrelay_postgres_max_slot_wal_keep_size_bytes",
+		"Postgres's max_slot_wal_keep_size, the WAL a slot may hold back before Postgres may remove it; absent without a limit (-1) or while unknown.", nil, nil)
 	walStatuses = []string{"reserved", "extended", "unreserved", "lost"}
 )
 
@@ -165,6 +167,7 @@ func (c slotCollector) Describe(ch chan<- *prometheus.Desc) {
 	ch <- slotActiveDesc
 	ch <- slotWALStatusDesc
 	ch <- slotSafeWALDesc
+	ch <- keepSizeDesc
 }
 
 func (c slotCollector) Collect(ch chan<- prometheus.Metric) {
@@ -188,5 +191,8 @@ func (c slotCollector) Collect(ch chan<- prometheus.Metric) {
 	}
 	if st.SafeWALSizeKnown {
 		ch <- prometheus.MustNewConstMetric(slotSafeWALDesc, prometheus.GaugeValue, float64(st.SafeWALSize))
+	}
+	if st.KeepSize >= 0 {
+		ch <- prometheus.MustNewConstMetric(keepSizeDesc, prometheus.GaugeValue, float64(st.KeepSize))
 	}
 }

@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"log/slog"
+	"net/url"
 	"os"
 	"runtime"
 	"time"
@@ -186,18 +187,28 @@ func sinkConfig(cfg config.Config) sink.Config {
 // cloudEvents is the sink's CloudEvents setting: ce-source per event
 // source (tables, then messages), nats.cloudevents.source or by default
 // /postgres/<database>/<schema.table>, which names where the event was
-// written and is the same for every relay on that database.
+// written and is the same for every relay on that database. Each segment is
+// path-escaped, so the default is a URI reference whatever the names.
 func cloudEvents(cfg config.Config) *sink.CloudEvents {
 	ce := &sink.CloudEvents{DataContentType: cfg.NATS.CloudEvents.DataContentType}
 	db := "postgres"
-	if pc, err := pgconn.ParseConfig(cfg.Postgres.URL); err == nil && pc.Database != "" {
-		db = pc.Database
+	if pc, err := pgconn.ParseConfig(cfg.Postgres.URL); err == nil {
+		// Without a database Postgres connects to the user's namesake.
+		if pc.Database != "" {
+			db = pc.Database
+		} else if pc.User != "" {
+			db = pc.User
+		}
 	}
 	_, _, names := sources(cfg.Outbox)
-	for _, name := range append(names, "pg_logical_emit_message/"+cfg.Outbox.Messages.Prefix) {
+	var paths []string
+	for _, name := range names {
+		paths = append(paths, url.PathEscape(name))
+	}
+	for _, path := range append(paths, "pg_logical_emit_message/"+url.PathEscape(cfg.Outbox.Messages.Prefix)) {
 		src := cfg.NATS.CloudEvents.Source
 		if src == "" {
-			src = "/postgres/" + db + "/" + name
+			src = "/postgres/" + url.PathEscape(db) + "/" + path
 		}
 		ce.Sources = append(ce.Sources, src)
 	}
@@ -239,45 +250,48 @@ func sources(o config.Outbox) (tables []decode.Table, subjects, names []string) 
 	return tables, append(subjects, o.Messages.Subject), names
 }
 
-// standbyPrefix starts the readiness reason of a relay that waits as a
-// standby; /readyz?standby=ok answers 200 for it.
-const standbyPrefix = "standby: "
+// readyState is the relay's readiness, as /readyz and outboxrelay_ready
+// report it.
+type readyState struct {
+	ready   bool   // holds the slot and streams
+	standby bool   // healthy, and waits to take over (/readyz?standby=ok)
+	why     string // what /readyz says
+}
 
 // readiness reports whether the relay holds the slot and is streaming.
-func readiness(cp *capture.Capture, sk *sink.Sink, p *pipeline.Pipeline) func() (bool, string) {
-	return func() (bool, string) {
+func readiness(cp *capture.Capture, sk *sink.Sink, p *pipeline.Pipeline) func() readyState {
+	return func() readyState {
 		if h := p.Halted(); h != nil {
-			return false, h.Error()
+			return readyState{why: h.Error()}
 		}
 		if h := cp.Halted(); h != nil {
-			return false, "halted: " + h.Error()
+			return readyState{why: "halted: " + h.Error()}
 		}
 		streaming, pgWhy := cp.Streaming()
 		if !streaming && !cp.Standby() {
-			return false, "postgres: " + pgWhy
+			return readyState{why: "postgres: " + pgWhy}
 		}
 		if ok, why := sk.Healthy(); !ok {
-			return false, "nats: " + why
+			return readyState{why: "nats: " + why}
 		}
 		if !streaming {
-			// Healthy, and ready to take over.
-			return false, standbyPrefix + pgWhy
+			return readyState{standby: true, why: "standby: " + pgWhy}
 		}
-		return true, "streaming"
+		return readyState{ready: true, why: "streaming"}
 	}
 }
 
 // withNATSReason adds to ready's answer, when it is not ready, why the NATS
 // connection is down and how to fix it (the sink only knows that it is).
-func withNATSReason(ready func() (bool, string), nc *nats.Conn, o natsconn.Options) func() (bool, string) {
-	return func() (bool, string) {
-		ok, why := ready()
-		if !ok {
+func withNATSReason(ready func() readyState, nc *nats.Conn, o natsconn.Options) func() readyState {
+	return func() readyState {
+		st := ready()
+		if !st.ready {
 			if r := natsconn.DownReason(nc, o); r != "" {
-				why += " (" + r + ")"
+				st.why += " (" + r + ")"
 			}
 		}
-		return ok, why
+		return st
 	}
 }
 

@@ -21,6 +21,9 @@ type SlotStatus struct {
 	SafeWALSize      int64
 	SafeWALSizeKnown bool
 	Active           bool // a process streams from the slot
+	// KeepSize is max_slot_wal_keep_size in bytes, -1 when unlimited: the
+	// scale safe_wal_size is measured against.
+	KeepSize int64
 }
 
 // ReadSlotStatus reads the slot's status. It opens a short-lived ordinary
@@ -31,8 +34,12 @@ func ReadSlotStatus(ctx context.Context, url, slot string) (SlotStatus, error) {
 		return SlotStatus{}, fmt.Errorf("connect to postgres: %w", explain(err))
 	}
 	defer conn.Close(context.Background())
+	// One query for all of it: wal_status and safe_wal_size exist since
+	// Postgres 13, and current_setting reads max_slot_wal_keep_size with
+	// its unit ("1GB", "-1"), which pg_size_bytes turns into bytes.
 	rows, err := query(ctx, conn, `SELECT (pg_current_wal_lsn() - confirmed_flush_lsn)::bigint, coalesce(wal_status, ''),
-		coalesce(safe_wal_size::text, ''), active FROM pg_replication_slots WHERE slot_name = `+pgsql.Literal(slot))
+		coalesce(safe_wal_size::text, ''), active, pg_size_bytes(current_setting('max_slot_wal_keep_size'))
+		FROM pg_replication_slots WHERE slot_name = `+pgsql.Literal(slot))
 	if err != nil {
 		return SlotStatus{}, fmt.Errorf("read status of slot %q: %w", slot, err)
 	}
@@ -49,6 +56,9 @@ func ReadSlotStatus(ctx context.Context, url, slot string) (SlotStatus, error) {
 			return SlotStatus{}, fmt.Errorf("slot %q safe_wal_size %q: %w", slot, rows[0][2], err)
 		}
 		st.SafeWALSizeKnown = true
+	}
+	if st.KeepSize, err = strconv.ParseInt(rows[0][4], 10, 64); err != nil {
+		return SlotStatus{}, fmt.Errorf("max_slot_wal_keep_size %q: %w", rows[0][4], err)
 	}
 	return st, nil
 }

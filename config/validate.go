@@ -251,6 +251,7 @@ func (v *validator) nats(n NATS) {
 			v.fail("nats.cloudevents", "is set but nats.format is %q: set nats.format: %s, or remove nats.cloudevents", n.Format, FormatCloudEvents)
 		}
 	case FormatCloudEvents:
+		v.cloudEvents(n.CloudEvents)
 	default:
 		v.fail("nats.format", "must be %q or %q; got %q", FormatNative, FormatCloudEvents, n.Format)
 	}

@@ -24,7 +24,9 @@ const (
 // returns the traceparent, the tracestate ("" for none), or why the value
 // cannot be used.
 func traceContext(v string) (parent, state string, err error) {
-	if !strings.ContainsAny(v, "=:\n") {
+	// A writer's trailing newline or padding is not part of either form.
+	v = strings.TrimSpace(v)
+	if !strings.ContainsAny(v, "=: \t\f\r\n") {
 		if err := checkTraceparent(v); err != nil {
 			return "", "", err
 		}
@@ -58,16 +60,22 @@ func traceContext(v string) (parent, state string, err error) {
 	return parent, state, nil
 }
 
-// splitProperty splits a java.util.Properties line at its first unescaped
-// '=' or ':' and unescapes both sides (Properties.store escapes '=', ':',
-// '#' and '!' in values too).
+// splitProperty splits a java.util.Properties line as Properties.load
+// does: the key ends at the first unescaped '=', ':' or white space, and
+// white space then one '=' or ':' separate it from the value. Both sides
+// are unescaped (Properties.store escapes '=', ':', '#' and '!' in values
+// too).
 func splitProperty(line string) (key, val string, ok bool) {
 	for i := 0; i < len(line); i++ {
 		switch line[i] {
 		case '\\':
 			i++
-		case '=', ':':
-			return unescapeProperty(strings.TrimSpace(line[:i])), unescapeProperty(strings.TrimSpace(line[i+1:])), true
+		case '=', ':', ' ', '\t', '\f':
+			rest := strings.TrimLeft(line[i:], " \t\f")
+			if rest != "" && (rest[0] == '=' || rest[0] == ':') {
+				rest = rest[1:]
+			}
+			return unescapeProperty(line[:i]), unescapeProperty(strings.TrimLeft(rest, " \t\f")), true
 		}
 	}
 	return "", "", false

@@ -16,6 +16,8 @@ func TestTraceContext(t *testing.T) {
 		{"debezium", "#Mon Dec 01 10:00:00 UTC 2026\ntraceparent=" + tp + "\n", tp, "", ""},
 		{"debezium with tracestate", "#comment\r\ntraceparent=" + tp + "\r\ntracestate=rojo\\=00f067aa0ba902b7,congo\\=t61rcWkgMzE\n", tp, "rojo=00f067aa0ba902b7,congo=t61rcWkgMzE", ""},
 		{"colon separator", "traceparent: " + tp, tp, "", ""},
+		{"white space separator", "traceparent " + tp + "\n tracestate \t= a\\=b", tp, "a=b", ""},
+		{"bare with a trailing newline", " " + tp + "\n", tp, "", ""},
 		{"later version, more fields", "01-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01-extra", "01-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01-extra", "", ""},
 		{"upper case", strings.ToUpper(tp), "", "", "not lower-case hex"},
 		{"short", tp[:54], "", "", "wrong length"},
@@ -27,6 +29,7 @@ func TestTraceContext(t *testing.T) {
 		{"properties without traceparent", "tracestate=a\\=b\n", "", "", "no traceparent entry"},
 		{"properties with a bad traceparent", "traceparent=nope\n", "", "", "not W3C trace context"},
 		{"not a property", "traceparent=" + tp + "\njunk\n", "", "", "neither key=value"},
+		{"two values", tp + " " + tp, "", "", "no traceparent entry"},
 	} {
 		t.Run(c.name, func(t *testing.T) {
 			parent, state, err := traceContext(c.in)

@@ -4,12 +4,14 @@
 // derived from config.example.yaml, a few sample order events written in
 // transactions, and a JetStream consumer that prints each event as it
 // arrives. Ctrl-C stops everything and removes what it made. Run it with
-// `make demo`.
+// `make demo`; `make demo FORMAT=cloudevents` sets nats.format, and the
+// events show the CloudEvents ce- headers too.
 package main
 
 import (
 	"context"
 	"errors"
+	"flag"
 	"fmt"
 	"os"
 	"os/exec"
@@ -37,13 +39,15 @@ const (
 func main() {
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
-	if err := run(ctx); err != nil {
+	format := flag.String("format", "native", "the relay's nats.format: native, or cloudevents for the CloudEvents ce- headers too")
+	flag.Parse()
+	if err := run(ctx, *format); err != nil {
 		fmt.Fprintln(os.Stderr, "demo:", err)
 		os.Exit(1)
 	}
 }
 
-func run(ctx context.Context) (err error) {
+func run(ctx context.Context, format string) (err error) {
 	root, err := filepath.Abs(dir)
 	if err != nil {
 		return err
@@ -98,7 +102,7 @@ func run(ctx context.Context) (err error) {
 	}
 
 	cfgPath := filepath.Join(root, "outboxrelay.yaml")
-	if err := writeConfig(cfgPath, pg.URL(), ns.URL()); err != nil {
+	if err := writeConfig(cfgPath, pg.URL(), ns.URL(), format); err != nil {
 		return err
 	}
 	logPath := filepath.Join(root, "relay.log")
@@ -158,17 +162,21 @@ Press Ctrl-C to stop everything and remove %s.
 }
 
 // writeConfig derives the demo's config from config.example.yaml: the same
-// file with the demo's Postgres and NATS URLs.
-func writeConfig(path, pgURL, natsURL string) error {
+// file with the demo's Postgres and NATS URLs, and nats.format.
+func writeConfig(path, pgURL, natsURL, format string) error {
 	b, err := os.ReadFile("config.example.yaml")
 	if err != nil {
 		return err
 	}
 	s := string(b)
-	for old, repl := range map[string]string{
+	edits := map[string]string{
 		"url: postgres://relay:${PGPASSWORD}@localhost:5432/app?sslmode=disable": "url: " + pgURL,
 		"url: nats://127.0.0.1:4222": "url: " + natsURL,
-	} {
+	}
+	if format != "native" {
+		edits["  format: native"] = "  format: " + format // the relay refuses an unknown one
+	}
+	for old, repl := range edits {
 		if !strings.Contains(s, old) {
 			return fmt.Errorf("config.example.yaml no longer contains %q; update demo/main.go", old)
 		}

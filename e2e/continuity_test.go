@@ -532,6 +532,17 @@ func TestSlotInvalidated(t *testing.T) {
 	}
 	relay = testenv.StartProcess(t, e.bin, "run", "-config", e.cfgPath)
 	e.waitContinuityStop(relay, "was invalidated by Postgres", 90*time.Second)
+	// The halted relay still reports the slot: lost, and no process on it
+	// (the OutboxRelaySlotWALAtRisk alert), with no safe_wal_size left.
+	var m string
+	testenv.WaitFor(t, 30*time.Second, "the lost slot on /metrics", func() (bool, error) {
+		m = e.metrics()
+		ok := strings.Contains(m, "outboxrelay_slot_wal_status{status=\"lost\"} 1\n") && strings.Contains(m, "outboxrelay_slot_active 0\n")
+		return ok, fmt.Errorf("/metrics says\n%s", grepLines(m, "outboxrelay_slot"))
+	})
+	if strings.Contains(m, "outboxrelay_slot_safe_wal_size_bytes") {
+		t.Errorf("a lost slot has a safe_wal_size:\n%s", grepLines(m, "outboxrelay_slot"))
+	}
 	stopHalted(t, relay, recoverCmd)
 
 	code, out := e.recover()

@@ -108,6 +108,7 @@ func TestMonitoring(t *testing.T) {
 		`outboxrelay_slot_active 1`,
 		`outboxrelay_slot_wal_status{status="reserved"} 1`,
 		`outboxrelay_slot_wal_status{status="lost"} 0`,
+		`outboxrelay_postgres_max_slot_wal_keep_size_bytes 1.073741824e+09`,
 	} {
 		if !strings.Contains(text, want+"\n") {
 			t.Errorf("/metrics lacks %q:\n%s", want, grepLines(text, "outboxrelay_slot"))

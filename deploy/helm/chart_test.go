@@ -4,15 +4,19 @@ package helm
 import (
 	"bytes"
 	"errors"
+	"fmt"
 	"io"
 	"os"
 	"os/exec"
+	"path/filepath"
 	"strings"
+	"sync"
 	"testing"
 
 	"gopkg.in/yaml.v3"
 
 	"github.com/outboxrelay/outboxrelay/config"
+	"github.com/outboxrelay/outboxrelay/internal/testenv"
 )
 
 // object is one rendered Kubernetes object, as generic YAML.
@@ -42,13 +46,17 @@ func (o object) get(path ...any) any {
 	return cur
 }
 
-// render runs helm template on the chart with --set args and returns the
-// objects by kind.
+// render runs helm template on the chart with --set args (or -f file for
+// an arg ending in .yaml) and returns the objects by kind.
 func render(t *testing.T, set ...string) map[string][]object {
 	t.Helper()
 	args := []string{"template", "rel", "outboxrelay"}
 	for _, s := range set {
-		args = append(args, "--set", s)
+		if strings.HasSuffix(s, ".yaml") {
+			args = append(args, "-f", s)
+		} else {
+			args = append(args, "--set", s)
+		}
 	}
 	out, err := exec.Command(helmBin(t), args...).CombinedOutput()
 	if err != nil {
@@ -70,14 +78,39 @@ func render(t *testing.T, set ...string) map[string][]object {
 	return objs
 }
 
+// helmBin is $HELM_BIN (make test sets it to bin/helm), else the helm
+// pinned in tools/helm/go.mod, which `go tool -n` builds once into the
+// build cache and names.
 func helmBin(t *testing.T) string {
 	t.Helper()
-	bin := os.Getenv("HELM_BIN")
-	if bin == "" {
-		t.Fatal("HELM_BIN is not set: run make test, or make bin/helm and HELM_BIN=$PWD/bin/helm (helm is pinned in tools/helm/go.mod)")
+	bin, err := findHelm()
+	if err != nil {
+		t.Fatal(err)
 	}
 	return bin
 }
+
+var findHelm = sync.OnceValues(func() (string, error) {
+	if p := os.Getenv("HELM_BIN"); p != "" {
+		if _, err := os.Stat(p); err != nil {
+			return "", fmt.Errorf("HELM_BIN: %w (run make bin/helm, or unset HELM_BIN to use the helm pinned in tools/helm/go.mod)", err)
+		}
+		return p, nil
+	}
+	root, err := testenv.ModuleRoot()
+	if err != nil {
+		return "", err
+	}
+	out, err := exec.Command("go", "-C", filepath.Join(root, "tools", "helm"), "tool", "-n", "helm").Output()
+	if err != nil {
+		var stderr []byte
+		if ee := (*exec.ExitError)(nil); errors.As(err, &ee) {
+			stderr = ee.Stderr
+		}
+		return "", fmt.Errorf("build helm from tools/helm/go.mod: %v\n%s(run make bin/helm and set HELM_BIN=$PWD/bin/helm)", err, stderr)
+	}
+	return strings.TrimSpace(string(out)), nil
+})
 
 func one(t *testing.T, objs map[string][]object, kind string) object {
 	t.Helper()
@@ -127,6 +160,7 @@ func TestChart(t *testing.T) {
 	}{
 		{[]any{"runAsNonRoot"}, true},
 		{[]any{"runAsUser"}, 65532},
+		{[]any{"fsGroup"}, 65532},
 		{[]any{"seccompProfile", "type"}, "RuntimeDefault"},
 	} {
 		if got := d.get(append([]any{"spec", "template", "spec", "securityContext"}, p.path...)...); got != p.want {
@@ -141,10 +175,11 @@ func TestChart(t *testing.T) {
 	// Secret's env, never in the ConfigMap.
 	cm := one(t, objs, "ConfigMap")
 	text, _ := cm.get("data", "config.yaml").(string)
-	for _, o := range objs["ConfigMap"] {
-		b, _ := yaml.Marshal(o)
-		if strings.Contains(string(b), secret) {
-			t.Errorf("the secret value is in ConfigMap %v", o.get("metadata", "name"))
+	for kind, list := range objs {
+		for _, o := range list {
+			if b, _ := yaml.Marshal(o); kind != "Secret" && strings.Contains(string(b), secret) {
+				t.Errorf("the secret value is in %s %v", kind, o.get("metadata", "name"))
+			}
 		}
 	}
 	if got := one(t, objs, "Secret").get("stringData", "PGPASSWORD"); got != secret {
@@ -178,6 +213,47 @@ func TestChart(t *testing.T) {
 	}
 	if got := one(t, objs, "ServiceMonitor").get("spec", "endpoints", 0, "path"); got != "/metrics" {
 		t.Errorf("ServiceMonitor path %v, want /metrics", got)
+	}
+
+	// A new password restarts the relays: they read their environment at start.
+	sum := func(objs map[string][]object) any {
+		return one(t, objs, "Deployment").get("spec", "template", "metadata", "annotations", "checksum/secret")
+	}
+	if a, b := sum(objs), sum(render(t, "secrets.PGPASSWORD=other")); a == nil || a == b {
+		t.Errorf("checksum/secret %v with one password and %v with another, want two different sums", a, b)
+	}
+
+	// A password with the characters YAML and URLs care about reaches the
+	// Secret unchanged.
+	const odd = `p@ss:w#rd "q" \\ 'x' {y}, $z`
+	values := filepath.Join(t.TempDir(), "values.yaml")
+	if b, err := yaml.Marshal(map[string]any{"secrets": map[string]string{"PGPASSWORD": odd}}); err != nil {
+		t.Fatal(err)
+	} else if err := os.WriteFile(values, b, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if got := one(t, render(t, values), "Secret").get("stringData", "PGPASSWORD"); got != odd {
+		t.Errorf("Secret PGPASSWORD = %q, want %q", got, odd)
+	}
+
+	// Files the config names (nats.creds) mounted from a Secret the user manages.
+	objs = render(t, "extraVolumes[0].name=nats", "extraVolumes[0].secret.secretName=nats-relay",
+		"extraVolumeMounts[0].name=nats", "extraVolumeMounts[0].mountPath=/etc/nats")
+	d = one(t, objs, "Deployment")
+	if got := d.get("spec", "template", "spec", "volumes", 1, "secret", "secretName"); got != "nats-relay" {
+		t.Errorf("extra volume from Secret %v, want nats-relay", got)
+	}
+	if got := d.get("spec", "template", "spec", "containers", 0, "volumeMounts", 1, "mountPath"); got != "/etc/nats" {
+		t.Errorf("extra volume mounted at %v, want /etc/nats", got)
+	}
+
+	// The relay's default http.listen, loopback, would keep both pods unready:
+	// the chart refuses it and says what to set.
+	out, err := exec.Command(helmBin(t), "template", "rel", "outboxrelay", "--set", "config.http.listen=127.0.0.1:8080").CombinedOutput()
+	if want := "set config.http.listen to 0.0.0.0:8080"; err == nil {
+		t.Errorf("helm template with http.listen 127.0.0.1:8080 rendered; want a failure saying %q", want)
+	} else if !strings.Contains(string(out), want) {
+		t.Errorf("helm template with http.listen 127.0.0.1:8080: %s; want it to say %q", out, want)
 	}
 
 	// A values change that breaks the relay's config fails here.
