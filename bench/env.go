@@ -141,14 +141,13 @@ func stopRelay(relay *testenv.Process) {
 }
 
 // waitStream waits until the relay's stream holds at least n messages, and
-// returns when its last message was stored (nats-server's timestamp, on
+// returns when its first and last messages were stored (nats-server's timestamp, on
 // this machine's clock): a drain ends there, not when the poll noticed. If
 // the stream does not fill, the error says how many it holds and ends with
 // the relay's log, which says why.
-func (e *benchEnv) waitStream(relay *testenv.Process, n uint64, timeout time.Duration) (time.Time, error) {
+func (e *benchEnv) waitStream(relay *testenv.Process, n uint64, timeout time.Duration) (first, last time.Time, _ error) {
 	ctx := context.Background()
 	var have uint64
-	var last time.Time
 	err := testenv.Poll(timeout, func() (bool, error) {
 		if relay.Exited() {
 			return false, errors.New("relay exited")
@@ -161,13 +160,13 @@ func (e *benchEnv) waitStream(relay *testenv.Process, n uint64, timeout time.Dur
 		if err != nil {
 			return false, nil
 		}
-		have, last = info.State.Msgs, info.State.LastTime
+		have, first, last = info.State.Msgs, info.State.FirstTime, info.State.LastTime
 		return have >= n, nil
 	})
 	if err != nil {
-		return time.Time{}, fmt.Errorf("the stream holds %d of %d messages: %w; the relay's log:\n%s", have, n, err, testenv.TailLines(relay.Output(), 40))
+		return first, last, fmt.Errorf("the stream holds %d of %d messages: %w; the relay's log:\n%s", have, n, err, testenv.TailLines(relay.Output(), 40))
 	}
-	return last, nil
+	return first, last, nil
 }
 
 // pollingWorkload lends the polling baseline the relay's environments and

@@ -1,6 +1,7 @@
 package sink
 
 import (
+	"runtime/debug"
 	_ "unsafe" // for go:linkname
 
 	"github.com/nats-io/nats.go"
@@ -28,6 +29,24 @@ func natsPublish(nc *nats.Conn, subj, reply string, validateReply bool, hdr, dat
 // linkedNATS is the nats.go version whose (*Conn).publish natsPublish
 // matches.
 const linkedNATS = "v1.56.0"
+
+// rawHeaders is whether send may call natsPublish. A binary built with
+// another nats.go (go.mod changed without running the tests, or a replace)
+// sends through PublishMsg instead. A test binary records no dependencies;
+// there TestLinkedNATSVersion checks go.mod.
+var rawHeaders = linkedNATSIs(debug.ReadBuildInfo())
+
+func linkedNATSIs(bi *debug.BuildInfo, ok bool) bool {
+	if !ok {
+		return false
+	}
+	for _, d := range bi.Deps {
+		if d.Path == "github.com/nats-io/nats.go" {
+			return d.Version == linkedNATS && d.Replace == nil
+		}
+	}
+	return len(bi.Deps) == 0 // a test binary
+}
 
 // appendHeaders appends the header block of the base headers, with values
 // vals (in baseHeaders order), as nats.go would encode them: "NATS/1.0",

@@ -3,6 +3,7 @@ package sink
 import (
 	"maps"
 	"os"
+	"runtime/debug"
 	"strings"
 	"testing"
 
@@ -49,5 +50,29 @@ func TestAppendHeadersAsNATSReadsThem(t *testing.T) {
 	}
 	if n := len(appendHeaders(nil, &vals)); n != headerLen(want) {
 		t.Errorf("appendHeaders wrote %d bytes, headerLen of the same map says %d", n, headerLen(want))
+	}
+}
+
+// A binary built with another nats.go, or a replaced one, never calls
+// natsPublish.
+func TestRawHeadersOnlyWithTheLinkedNATS(t *testing.T) {
+	dep := func(v string, r *debug.Module) *debug.BuildInfo {
+		return &debug.BuildInfo{Deps: []*debug.Module{{Path: "github.com/nats-io/nats.go", Version: v, Replace: r}}}
+	}
+	for _, c := range []struct {
+		name string
+		bi   *debug.BuildInfo
+		ok   bool
+		want bool
+	}{
+		{"the linked version", dep(linkedNATS, nil), true, true},
+		{"another version", dep("v1.57.0", nil), true, false},
+		{"replaced", dep(linkedNATS, &debug.Module{Path: "../nats.go"}), true, false},
+		{"no build info", nil, false, false},
+		{"a test binary", &debug.BuildInfo{}, true, true},
+	} {
+		if got := linkedNATSIs(c.bi, c.ok); got != c.want {
+			t.Errorf("%s: linkedNATSIs = %v, want %v", c.name, got, c.want)
+		}
 	}
 }

@@ -196,7 +196,7 @@ func (s *Sink) send(e *inflight, reply string, maxMsgSize int) error {
 	}
 	// With only the base headers, the common case, write them once in wire
 	// form (rawheaders.go); a message with others goes through the map.
-	raw := !s.hdrExtra && s.cfg.CloudEvents == nil
+	raw := rawHeaders && !s.hdrExtra && s.cfg.CloudEvents == nil
 	hdrLen := 0
 	if raw {
 		s.hdrBuf = appendHeaders(s.hdrBuf[:0], v)
