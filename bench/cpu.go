@@ -152,7 +152,7 @@ func formatCPU(use map[string]float64, events int, secs float64) string {
 		if _, ok := use[r]; !ok && r == "inserts" {
 			continue // a drain's backlog was written before it
 		}
-		parts = append(parts, fmt.Sprintf("%s %.1f", r, use[r]/float64(events)*1e6))
+		parts = append(parts, fmt.Sprintf("%s %.2f", r, use[r]/float64(events)*1e6))
 		total += use[r]
 	}
 	out := fmt.Sprintf("%s µs/event; %.2f cores busy", strings.Join(parts, ", "), total/secs)
