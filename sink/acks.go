@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"log/slog"
 	"strconv"
 	"strings"
 	"time"
@@ -63,6 +64,14 @@ func (s *Sink) onAck(m *nats.Msg) {
 		return // for a send before the last resume, or already settled
 	}
 	if ackErr != nil {
+		if s.probing && ack.Error != nil && ack.Error.ErrCode == errCodeWrongLastSeq && s.staleProbes == 0 {
+			// The probe found the stream moved on since the resume read
+			// it: expected once when a standby takes over, so not a
+			// warning. A second in a row is (another writer?).
+			s.staleProbes++
+			s.breakWithLocked(ackErr, slog.LevelInfo, "the stream moved on since this relay last read it (another relay stored events meanwhile, as before a standby takes over); reading it again")
+			return
+		}
 		s.breakLocked(ackErr)
 		return
 	}
@@ -92,7 +101,7 @@ func (s *Sink) onAck(m *nats.Msg) {
 	if s.probing {
 		// The epoch's first send is stored where it was predicted: the
 		// rest may follow it (see sendQueued).
-		s.probing = false
+		s.probing, s.staleProbes = false, 0
 		s.signal()
 	}
 }
@@ -132,6 +141,10 @@ func parseAck(data []byte, stream string, ack *pubAck) bool {
 
 // errCodeMsgSize is JetStream's "message size exceeds maximum allowed".
 const errCodeMsgSize = 10054
+
+// errCodeWrongLastSeq is JetStream's "wrong last sequence": the send's
+// Nats-Expected-Last-Sequence is not the stream's last.
+const errCodeWrongLastSeq = 10071
 
 // popLocked settles the oldest event as stored, as of now. s.mu must be
 // held.

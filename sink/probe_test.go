@@ -2,7 +2,9 @@ package sink_test
 
 import (
 	"context"
+	"log/slog"
 	"strconv"
+	"strings"
 	"testing"
 	"time"
 
@@ -24,7 +26,9 @@ func TestSinkProbesAStaleResume(t *testing.T) {
 	other := connect(t, n.URL())
 	js := newJS(t, other)
 	a := newAcker()
-	s := startSink(t, connect(t, "nats://"+p.Addr()), sink.Config{AckTimeout: 30 * time.Second}, a)
+	var logs testenv.SyncBuffer
+	log := slog.New(slog.NewTextHandler(&logs, nil))
+	s := startSink(t, connect(t, "nats://"+p.Addr()), sink.Config{AckTimeout: 30 * time.Second, Logger: log}, a)
 	waitHealthy(t, s) // resumed on the empty stream
 
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
@@ -46,4 +50,9 @@ func TestSinkProbesAStaleResume(t *testing.T) {
 	}
 	checkExactlyOnceInOrder(t, readStream(t, js, testStream), makeEvents(1, 1500))
 	a.check(t, makeEvents(501, 1500))
+	// The refused probe is what a standby that takes over expects: said at
+	// info, not as a broken chain.
+	if got := logs.String(); !strings.Contains(got, "level=INFO msg=\"the stream moved on since this relay last read it") || strings.Contains(got, "level=WARN") {
+		t.Errorf("want the refused probe logged at info and no warning; the log:\n%s", got)
+	}
 }

@@ -1,5 +1,10 @@
 package sink
 
+import (
+	"context"
+	"log/slog"
+)
+
 // The sink is in one of three states. Healthy: it sends. Broken (s.broken):
 // the chain needs a resume, which Run does and retries; nothing is lost and
 // no one need act. Halted (s.halt): it cannot go on without an operator, so
@@ -28,9 +33,14 @@ func (s *Sink) haltLocked(err error) error {
 
 // breakLocked marks the chain broken; Run resumes it. s.mu must be held.
 func (s *Sink) breakLocked(err error) {
+	s.breakWithLocked(err, slog.LevelWarn, "publish chain broken, resuming from the stream")
+}
+
+// breakWithLocked is breakLocked, logging msg at level. s.mu must be held.
+func (s *Sink) breakWithLocked(err error, level slog.Level, msg string) {
 	if s.broken == nil {
 		s.broken = err
-		s.log.Warn("publish chain broken, resuming from the stream", "err", err)
+		s.log.Log(context.Background(), level, msg, "err", err)
 		s.signal()
 	}
 }
