@@ -80,18 +80,12 @@ func (p *Pipeline) Halted() *HaltError {
 	return nil
 }
 
-// eventBlock is how many events the pipeline allocates at once. A block
-// stays in memory while any of its events is in flight: 256 events are
-// about 55 KiB.
-const eventBlock = 256
-
 // Run processes msgs until ctx ends, and then returns nil. When an event
 // cannot be published it halts: it stops at the event, logs why, and waits
 // for ctx, so the slot never passes the event and nothing after it is
 // published (I3). Halted then says why.
 func (p *Pipeline) Run(ctx context.Context, msgs <-chan capture.Message) error {
 	dec := decode.NewDecoder(p.cfg.Tables...)
-	var evs []decode.Event // the rest of the block events are taken from
 	dec.AcceptMessages(p.cfg.Messages)
 	skip := false // in a transaction that was already fully handed over
 	warned := map[string]bool{}
@@ -147,12 +141,11 @@ func (p *Pipeline) Run(ctx context.Context, msgs <-chan capture.Message) error {
 				} else if skip {
 					continue
 				}
-				if len(evs) == 0 {
-					// One allocation per eventBlock events, not one each.
-					evs = make([]decode.Event, eventBlock)
-				}
-				ev := &evs[0]
-				evs = evs[1:]
+				// Each event its own allocation: events allocated in blocks
+				// keep every payload of a block in memory while any of its
+				// events is in flight, past the sink's byte window
+				// (TestLargePayloadsNATSDown).
+				ev := new(decode.Event)
 				*ev = res.Event
 				if ev.Invalid != "" && !p.cfg.DeadLetter {
 					fix := sink.InvalidEventFix
