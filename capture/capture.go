@@ -308,7 +308,6 @@ func (c *Capture) stream(ctx context.Context, conn *pgconn.PgConn, floor pglogre
 	sinceClock := 0
 	nextStatus := now.Add(c.cfg.StatusInterval)
 	lastHeard := now
-	var copies slab
 	var deadline time.Time // the read deadline set on nc
 	for {
 		if ctx.Err() != nil {
@@ -372,7 +371,8 @@ func (c *Capture) stream(ctx context.Context, conn *pgconn.PgConn, floor pglogre
 					return fmt.Errorf("parse XLogData: %w", err)
 				}
 				// The receive buffer is reused by the next receive.
-				data := copies.copy(xld.WALData)
+				data := make([]byte, len(xld.WALData))
+				copy(data, xld.WALData)
 				if !c.emit(ctx, conn, floor, Message{Kind: Data, WALStart: xld.WALStart, Data: data}) {
 					return c.finish(conn, floor)
 				}
@@ -436,26 +436,4 @@ func (c *Capture) finish(conn *pgconn.PgConn, floor pglogrepl.LSN) error {
 
 func isClosed(err error) bool {
 	return errors.Is(err, net.ErrClosed) || strings.Contains(err.Error(), "closed")
-}
-
-// slabSize is the size of the blocks slab copies messages into.
-const slabSize = 64 << 10
-
-// slab copies messages' bytes into shared blocks: one allocation per block,
-// not one per message. A block stays in memory while any message in it is
-// in use, so a message bigger than a quarter block gets its own.
-type slab struct{ free []byte }
-
-func (s *slab) copy(b []byte) []byte {
-	n := len(b)
-	if n > slabSize/4 {
-		return append([]byte(nil), b...)
-	}
-	if len(s.free) < n {
-		s.free = make([]byte, slabSize)
-	}
-	c := s.free[:n:n]
-	s.free = s.free[n:]
-	copy(c, b)
-	return c
 }

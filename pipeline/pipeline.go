@@ -141,21 +141,16 @@ func (p *Pipeline) Run(ctx context.Context, msgs <-chan capture.Message) error {
 				} else if skip {
 					continue
 				}
-				// Each event its own allocation: events allocated in blocks
-				// keep every payload of a block in memory while any of its
-				// events is in flight, past the sink's byte window
-				// (TestLargePayloadsNATSDown).
-				ev := new(decode.Event)
-				*ev = res.Event
+				ev := res.Event
 				if ev.Invalid != "" && !p.cfg.DeadLetter {
 					fix := sink.InvalidEventFix
 					if res.Misfit != "" {
 						fix = sink.MisfitFix
 					}
-					return p.stop(ctx, &sink.InvalidEventError{Event: ev, Reason: ev.Invalid, Fix: fix})
+					return p.stop(ctx, &sink.InvalidEventError{Event: &ev, Reason: ev.Invalid, Fix: fix})
 				}
 				p.tracker.Add(ev.CommitLSN)
-				if err := p.pub.Publish(ctx, ev); err != nil {
+				if err := p.pub.Publish(ctx, &ev); err != nil {
 					if ctx.Err() != nil {
 						return nil
 					}
