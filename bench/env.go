@@ -29,7 +29,7 @@ type benchEnv struct {
 	port int    // the relay's HTTP port
 	cfg  string // the relay's config file
 
-	natsProfPort int // nats-server's pprof port, with -cpuprofile; else 0
+	natsProfPort int // nats-server's pprof port, with -cpuprofile or -trace; else 0
 }
 
 func newBenchEnv(o *options) (_ *benchEnv, err error) {
@@ -53,7 +53,7 @@ func newBenchEnv(o *options) (_ *benchEnv, err error) {
 		return nil, err
 	}
 	var natsOpts testenv.NATSOptions
-	if o.profile != "" {
+	if o.profile != "" || o.trace != "" {
 		if e.natsProfPort, err = testenv.FreePort(); err != nil {
 			return nil, err
 		}

@@ -19,7 +19,8 @@ type options struct {
 	rates       []int         // paced rates of the latency runs; none: skip them
 	latencyDur  time.Duration // how long each paced rate runs
 	profile     string        // file prefix for CPU profiles; empty: none
-	profileSecs int           // how long each profile is
+	trace       string        // file prefix for execution traces; empty: none
+	profileSecs int           // how long each profile and trace is
 	relayProcs  string        // GOMAXPROCS for the relay; empty leaves its default
 	limits      bool          // measure the limits beside each drain
 	// pgSocket makes the relay and the limits reach Postgres over its Unix
@@ -42,7 +43,8 @@ func parseFlags(args []string) (*options, error) {
 	rates := fs.String("rates", "1000,2500,5000,10000", "comma-separated paced rates for the latency runs (empty: skip)")
 	fs.DurationVar(&o.latencyDur, "latency-duration", 10*time.Second, "how long each paced rate runs")
 	fs.StringVar(&o.profile, "cpuprofile", "", "write CPU profiles of the relay and of nats-server (the start of each drain and of each paced rate) to PREFIX-*.pprof and PREFIX-*-nats.pprof")
-	fs.IntVar(&o.profileSecs, "cpuprofile-seconds", 3, "how long each -cpuprofile profile is")
+	fs.StringVar(&o.trace, "trace", "", "write execution traces (go tool trace) of the relay and of nats-server (the start of each drain and of each paced rate) to PREFIX-*.trace and PREFIX-*-nats.trace")
+	fs.IntVar(&o.profileSecs, "cpuprofile-seconds", 3, "how long each -cpuprofile profile and -trace trace is")
 	fs.StringVar(&o.relayProcs, "relay-gomaxprocs", "", "GOMAXPROCS for the relay (empty: the relay's default, 1)")
 	fs.BoolVar(&o.limits, "limits", true, "also measure the decode-only, publish-only and pg_recvlogical limits of each backlog (false: only the relay's drain, for quick A/B runs)")
 	fs.BoolVar(&o.pgSocket, "pg-socket", false, "connect the relay and the limits to Postgres over its Unix socket instead of TCP")

@@ -203,27 +203,45 @@ func drain(o *options, n, txSize int) (result, error) {
 	return res, nil
 }
 
-// startProfiles fetches CPU profiles, -cpuprofile-seconds long, of the relay
-// and of nats-server into PREFIX-name.pprof and PREFIX-name-nats.pprof. The
-// func it returns waits for both. Without -cpuprofile it does nothing.
+// startProfiles fetches CPU profiles (-cpuprofile) and execution traces
+// (-trace), -cpuprofile-seconds long, of the relay and of nats-server, into
+// PREFIX-name.pprof and PREFIX-name-nats.pprof, or .trace. The func it
+// returns waits for them. Without either flag it does nothing.
 func (e *benchEnv) startProfiles(name string) (wait func() error) {
-	prefix, secs := e.o.profile, e.o.profileSecs
-	if prefix == "" {
-		return func() error { return nil }
+	type fetch struct {
+		port       int
+		path, file string
 	}
-	done := make(chan error, 2)
-	go func() { done <- saveProfile(e.port, secs, fmt.Sprintf("%s-%s.pprof", prefix, name)) }()
-	go func() { done <- saveProfile(e.natsProfPort, secs, fmt.Sprintf("%s-%s-nats.pprof", prefix, name)) }()
-	return func() error { return errors.Join(<-done, <-done) }
+	var fetches []fetch
+	for _, k := range []struct{ prefix, path, ext string }{
+		{e.o.profile, "profile", "pprof"}, {e.o.trace, "trace", "trace"},
+	} {
+		if k.prefix != "" {
+			fetches = append(fetches,
+				fetch{e.port, k.path, fmt.Sprintf("%s-%s.%s", k.prefix, name, k.ext)},
+				fetch{e.natsProfPort, k.path, fmt.Sprintf("%s-%s-nats.%s", k.prefix, name, k.ext)})
+		}
+	}
+	done := make(chan error, len(fetches))
+	for _, f := range fetches {
+		go func() { done <- saveProfile(f.port, f.path, e.o.profileSecs, f.file) }()
+	}
+	return func() error {
+		var errs []error
+		for range fetches {
+			errs = append(errs, <-done)
+		}
+		return errors.Join(errs...)
+	}
 }
 
-// saveProfile fetches a CPU profile secs long from the pprof endpoint on
-// port.
-func saveProfile(port, secs int, path string) error {
+// saveProfile fetches /debug/pprof/kind (profile or trace), secs long, from
+// the pprof endpoint on port into file.
+func saveProfile(port int, kind string, secs int, path string) error {
 	var resp *http.Response
 	err := testenv.Poll(10*time.Second, func() (bool, error) {
 		var err error
-		resp, err = http.Get(fmt.Sprintf("http://127.0.0.1:%d/debug/pprof/profile?seconds=%d", port, secs))
+		resp, err = http.Get(fmt.Sprintf("http://127.0.0.1:%d/debug/pprof/%s?seconds=%d", port, kind, secs))
 		return err == nil, err
 	})
 	if err != nil {
@@ -231,7 +249,7 @@ func saveProfile(port, secs int, path string) error {
 	}
 	defer resp.Body.Close()
 	if resp.StatusCode != http.StatusOK {
-		return fmt.Errorf("profile from port %d: %s", port, resp.Status)
+		return fmt.Errorf("%s from port %d: %s", kind, port, resp.Status)
 	}
 	f, err := os.Create(path)
 	if err != nil {
