@@ -19,6 +19,7 @@ import (
 	"io"
 	"net/http"
 	"os"
+	"os/exec"
 	"strconv"
 	"strings"
 	"time"
@@ -48,7 +49,8 @@ func run(o *options) error {
 	if procs == "" {
 		procs = "1 (its default)"
 	}
-	fmt.Printf("machine: %d cores, %s; Postgres, nats-server and the relay on the same machine; relay GOMAXPROCS %s\n\n", numCPU(), memTotal(), procs)
+	fmt.Printf("machine: %d cores, %s; Postgres, nats-server and the relay on the same machine; relay GOMAXPROCS %s\n", numCPU(), memTotal(), procs)
+	fmt.Printf("%s\n\n", relayBuild())
 	if err := drains(o); err != nil {
 		return err
 	}
@@ -327,4 +329,23 @@ func memTotal() string {
 		}
 	}
 	return "unknown RAM"
+}
+
+// relayBuild says which build of the relay the bench runs, bin/outboxrelay
+// as it is (go run ./bench does not rebuild it; make bench does), and
+// whether it was built from the tree as it is now.
+func relayBuild() string {
+	out, err := exec.Command("bin/outboxrelay", "version").Output()
+	if err != nil {
+		return fmt.Sprintf("relay: bin/outboxrelay version: %v (run make build)", err)
+	}
+	built := strings.TrimSpace(strings.TrimPrefix(string(out), "outboxrelay "))
+	tree, err := exec.Command("git", "describe", "--tags", "--always", "--dirty").Output()
+	if err != nil {
+		return "relay: bin/outboxrelay " + built
+	}
+	if now := strings.TrimSpace(string(tree)); now != built {
+		return fmt.Sprintf("relay: bin/outboxrelay %s, NOT the tree's %s: run make build, unless you copied in another build on purpose", built, now)
+	}
+	return fmt.Sprintf("relay: bin/outboxrelay %s, built from the tree as it is", built)
 }
