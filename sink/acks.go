@@ -64,11 +64,11 @@ func (s *Sink) onAck(m *nats.Msg) {
 		return // for a send before the last resume, or already settled
 	}
 	if ackErr != nil {
-		if s.probing && ack.Error != nil && ack.Error.ErrCode == errCodeWrongLastSeq && s.staleProbes == 0 {
+		if s.probing && ack.Error != nil && ack.Error.ErrCode == errCodeWrongLastSeq && !s.staleProbe {
 			// The probe found the stream moved on since the resume read
 			// it: expected once when a standby takes over, so not a
 			// warning. A second in a row is (another writer?).
-			s.staleProbes++
+			s.staleProbe = true
 			s.breakWithLocked(ackErr, slog.LevelInfo, "the stream moved on since this relay last read it (another relay stored events meanwhile, as before a standby takes over); reading it again")
 			return
 		}
@@ -101,7 +101,7 @@ func (s *Sink) onAck(m *nats.Msg) {
 	if s.probing {
 		// The epoch's first send is stored where it was predicted: the
 		// rest may follow it (see sendQueued).
-		s.probing, s.staleProbes = false, 0
+		s.probing, s.staleProbe = false, false
 		s.signal()
 	}
 }

@@ -94,7 +94,7 @@ type Sink struct {
 	halt        error    // why the sink halted: it sends nothing more (see Halted); nil until then
 	dupSeq      uint64   // the sequence a duplicate PubAck named, for the next resume to look at; 0 for none
 	probing     bool     // the epoch's first send is on the wire, alone, until its PubAck settles it (see sendQueued)
-	staleProbes int      // probes in a row refused for a wrong last sequence (logged at info once)
+	staleProbe  bool     // the last probe was refused for a wrong last sequence (said at info; a second in a row warns)
 	last        Position // newest position enqueued or stored
 	stored      Position // newest position acked by the stream
 
