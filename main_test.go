@@ -3,9 +3,11 @@ package main
 import (
 	"bytes"
 	"context"
+	"math"
 	"os"
 	"path/filepath"
 	"runtime"
+	"runtime/debug"
 	"strings"
 	"testing"
 )
@@ -59,6 +61,39 @@ func TestVersion(t *testing.T) {
 	}
 	if got := stdout.String(); !strings.HasPrefix(got, "outboxrelay ") {
 		t.Fatalf("version printed %q", got)
+	}
+}
+
+// The relay sets its GC target and soft memory limit unless the operator
+// set GOGC or GOMEMLIMIT (docs/performance.md, "The collector's settings").
+func TestCollectorSettings(t *testing.T) {
+	defer debug.SetGCPercent(debug.SetGCPercent(100))
+	defer debug.SetMemoryLimit(debug.SetMemoryLimit(math.MaxInt64))
+
+	t.Setenv("GOGC", "") // restored after the test
+	t.Setenv("GOMEMLIMIT", "")
+	os.Unsetenv("GOGC")
+	os.Unsetenv("GOMEMLIMIT")
+	collectorSettings()
+	if got := debug.SetGCPercent(100); got != gcPercent {
+		t.Errorf("with GOGC unset, the GC target is %d after collectorSettings, want %d", got, gcPercent)
+	}
+	if got := debug.SetMemoryLimit(math.MaxInt64); got != memoryLimit {
+		t.Errorf("with GOMEMLIMIT unset, the memory limit is %d after collectorSettings, want %d", got, memoryLimit)
+	}
+	if memoryLimit != 56<<20 {
+		t.Errorf("memory limit %d MiB; docs/performance.md and docs/design.md say 56 MiB", memoryLimit>>20)
+	}
+
+	// The operator's settings stand; the runtime read them at start.
+	t.Setenv("GOGC", "50")
+	t.Setenv("GOMEMLIMIT", "100MiB")
+	collectorSettings()
+	if got := debug.SetGCPercent(100); got != 100 {
+		t.Errorf("with GOGC set, the GC target is %d after collectorSettings, want it left at 100", got)
+	}
+	if got := debug.SetMemoryLimit(math.MaxInt64); got != math.MaxInt64 {
+		t.Errorf("with GOMEMLIMIT set, the memory limit is %d after collectorSettings, want it left alone", got)
 	}
 }
 
