@@ -313,9 +313,9 @@ func oneProc() {
 // gcPercent is the relay's GC target (Go's GOGC) unless GOGC is set. In a
 // drain the relay holds only 3-5 MB that the collector must keep, so at
 // Go's 100 it collected after every 6-7 MB allocated, 11 times a second,
-// and allocation and collection took about a quarter of its CPU. At 200
-// it collects half as often, for about 15% less CPU per event and a peak
-// RSS about 6 MiB higher (docs/performance.md, "The collector's settings").
+// and allocation and collection took 29% of its CPU. At 200 it collects
+// half as often, for 13% less CPU per event and a peak RSS about 6 MiB
+// higher (docs/performance.md, "The collector's settings").
 const gcPercent = 200
 
 // memoryLimit is the soft memory limit (Go's GOMEMLIMIT) the relay sets
