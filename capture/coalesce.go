@@ -6,6 +6,7 @@ import (
 	"time"
 
 	"github.com/jackc/pgx/v5/pgconn"
+	"github.com/outboxrelay/outboxrelay/internal/sockio"
 )
 
 // readCoalesce is how long the stream waits, after a read that found the
@@ -50,7 +51,8 @@ func (c *coalescingConn) Read(p []byte) (int, error) {
 }
 
 // coalesceReads makes the connections cfg dials read as coalescingConn
-// does. It wraps the socket under TLS, so it sees what the kernel had.
+// does. It wraps the socket under TLS, so it sees what the kernel had, and
+// makes the socket's reads and writes raw system calls (package sockio).
 func coalesceReads(cfg *pgconn.Config, wait time.Duration) {
 	dial := cfg.DialFunc
 	cfg.DialFunc = func(ctx context.Context, network, addr string) (net.Conn, error) {
@@ -58,6 +60,6 @@ func coalesceReads(cfg *pgconn.Config, wait time.Duration) {
 		if err != nil {
 			return nil, err
 		}
-		return &coalescingConn{Conn: c, wait: wait, now: time.Now, sleep: time.Sleep}, nil
+		return &coalescingConn{Conn: sockio.Wrap(c), wait: wait, now: time.Now, sleep: time.Sleep}, nil
 	}
 }

@@ -10,6 +10,7 @@ import (
 	"fmt"
 	"io/fs"
 	"log/slog"
+	"net"
 	"net/url"
 	"regexp"
 	"strings"
@@ -18,6 +19,7 @@ import (
 
 	"github.com/nats-io/nats.go"
 	"github.com/outboxrelay/outboxrelay/config"
+	"github.com/outboxrelay/outboxrelay/internal/sockio"
 )
 
 // Options are the servers, the credentials and the TLS files of the
@@ -114,6 +116,7 @@ func Connect(c Options) (*nats.Conn, error) {
 			log.Warn("NATS error", "err", w.scrub(err.Error()))
 		}),
 		nats.ClosedHandler(func(*nats.Conn) { close(w.closed) }),
+		nats.SetCustomDialer(sockDialer{net.Dialer{Timeout: nats.DefaultTimeout}}),
 	)
 	nc, err := nats.Connect(strings.Join(c.URLs, ","), opts...)
 	if err != nil {
@@ -138,6 +141,18 @@ func Dial(c Options) (*nats.Conn, error) {
 		return nil, connectError(err, c)
 	}
 	return nc, nil
+}
+
+// sockDialer dials as nats.go's own dialer does, and makes the socket's
+// reads and writes raw system calls (package sockio).
+type sockDialer struct{ d net.Dialer }
+
+func (s sockDialer) Dial(network, address string) (net.Conn, error) {
+	c, err := s.d.Dial(network, address)
+	if err != nil {
+		return nil, err
+	}
+	return sockio.Wrap(c), nil
 }
 
 // natsOptions turns the auth and TLS settings into connection options.
