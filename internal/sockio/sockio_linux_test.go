@@ -149,7 +149,7 @@ func TestWriteDeadline(t *testing.T) {
 	for _, k := range kinds {
 		t.Run(k.name, func(t *testing.T) {
 			c, _ := pair(t, "tcp", k.wrap) // the peer never reads
-			big := make([]byte, 64<<20) // first: touching it may take longer than the deadline
+			big := make([]byte, 64<<20)    // first: touching it may take longer than the deadline
 			for i := range big {
 				big[i] = byte(i)
 			}
