@@ -54,10 +54,12 @@ func (c *conn) Read(p []byte) (int, error) {
 	if n == 0 {
 		return 0, io.EOF
 	}
+	raceRead(p[:n])
 	return n, nil
 }
 
 func (c *conn) Write(p []byte) (int, error) {
+	raceWrite(p)
 	var n int
 	var errno syscall.Errno
 	err := c.rc.Write(func(fd uintptr) bool {

@@ -321,3 +321,29 @@ func syscallsFrom(t *testing.T, r io.Reader, fn string) int {
 		}
 	}
 }
+
+// Under -race (as make test runs), a write to memory before a socket write
+// happens before a read of it after the peer's socket read, as the syscall
+// package tells the race detector for its own calls. Without the wrapper's
+// annotations the detector reports this test as a race.
+func TestRaceSeesSocketOrder(t *testing.T) {
+	a, b := pair(t, "tcp", Wrap)
+	b = Wrap(b)
+	var x int
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		if _, err := io.ReadFull(b, make([]byte, 1)); err != nil {
+			t.Error(err)
+			return
+		}
+		if x != 42 {
+			t.Errorf("x = %d after the socket read; want 42", x)
+		}
+	}()
+	x = 42
+	if _, err := a.Write([]byte{1}); err != nil {
+		t.Fatal(err)
+	}
+	<-done
+}

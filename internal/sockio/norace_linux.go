@@ -1,0 +1,6 @@
+//go:build !race
+
+package sockio
+
+func raceRead([]byte)  {}
+func raceWrite([]byte) {}
