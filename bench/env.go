@@ -145,7 +145,7 @@ func stopRelay(relay *testenv.Process) {
 // this machine's clock): a drain ends there, not when the poll noticed. If
 // the stream does not fill, the error says how many it holds and ends with
 // the relay's log, which says why.
-func (e *benchEnv) waitStream(relay *testenv.Process, n uint64, timeout time.Duration) (first, last time.Time, _ error) {
+func (e *benchEnv) waitStream(relay *testenv.Process, n uint64, timeout time.Duration, atFirst func(stored uint64)) (first, last time.Time, _ error) {
 	ctx := context.Background()
 	var have uint64
 	err := testenv.Poll(timeout, func() (bool, error) {
@@ -161,6 +161,10 @@ func (e *benchEnv) waitStream(relay *testenv.Process, n uint64, timeout time.Dur
 			return false, nil
 		}
 		have, first, last = info.State.Msgs, info.State.FirstTime, info.State.LastTime
+		if have > 0 && atFirst != nil {
+			atFirst(have)
+			atFirst = nil
+		}
 		return have >= n, nil
 	})
 	if err != nil {

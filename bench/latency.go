@@ -70,7 +70,7 @@ func liveLatency(o *options) ([]latencyResult, error) {
 		}
 		n := p.n
 		total += uint64(n)
-		_, last, err := e.waitStream(relay, total, time.Minute)
+		_, last, err := e.waitStream(relay, total, time.Minute, nil)
 		if err != nil {
 			return nil, fmt.Errorf("at %d/s the stream did not catch up: %w", rate, err)
 		}

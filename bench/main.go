@@ -103,6 +103,10 @@ type result struct {
 	decodeWalsender float64            // CPU seconds of the walsender feeding decode-only
 	publishSink     float64            // publish, asking for PubAcks as the sink does
 	recvlogical     float64            // Postgres's own client on the same backlog, for reference
+	// startCPU is the relay's CPU seconds from its start to the first poll
+	// that saw events stored, and startEvents how many it saw.
+	startCPU    float64
+	startEvents uint64
 }
 
 // drains prints the backlog-drain table: a drain of each size in ns, in
@@ -121,6 +125,7 @@ func drains(o *options) error {
 	fmt.Println("first = from starting the relay binary to its first event stored (connecting, checks, resume).")
 	fmt.Println("cpu = CPU time per event of each process during the relay's drain; steal = the share of the")
 	fmt.Println("machine's CPU time a hypervisor gave to other guests (above a few percent, the figures are low).")
+	fmt.Println("relay once started = the relay's CPU time per event after the first poll (every 50ms) that saw events stored.")
 	fmt.Println("cpu feeding decode-only = the walsender's CPU time per event while decode-only read the backlog.")
 	fmt.Println()
 	fmt.Printf("%-9s %9s %10s %10s %14s %10s %10s %7s %7s %8s %10s\n", "events/tx", "events", "relay ev/s", "decode", "pg_recvlogical", "publish", "publish*", "/limit", "/limit*", "first", "peak RSS")
@@ -138,6 +143,10 @@ func drains(o *options) error {
 			}
 			fmt.Printf("%-9d %9d %10.0f %10.0f %14.0f %10.0f %10.0f %7.2f %7.2f %8s %6.1f MiB\n", tx, n, rate, res.decode, res.recvlogical, res.publish, res.publishSink, ofLimit, ofLimitSink, res.first.Round(time.Millisecond), float64(res.rssKiB)/1024)
 			fmt.Printf("    cpu: %s\n", formatCPU(res.cpu, n, res.cpuSecs))
+			if after := uint64(n) - res.startEvents; res.startEvents > 0 && after > 0 {
+				fmt.Printf("    relay once started: %.2f µs/event (its first %.0f ms of CPU, to the first events stored, left out)\n",
+					(res.cpu["relay"]-res.startCPU)/float64(after)*1e6, res.startCPU*1000)
+			}
 			if o.limits {
 				fmt.Printf("    cpu feeding decode-only: walsender %.1f µs/event\n", res.decodeWalsender/float64(n)*1e6)
 			}
@@ -192,12 +201,18 @@ func drain(o *options, n, txSize int) (result, error) {
 	defer stopRelay(relay)
 	roots[relay.Pid()] = "relay"
 	profiled := e.startProfiles(fmt.Sprintf("%d-%d", n, txSize))
-	first, last, err := e.waitStream(relay, uint64(n), 10*time.Minute)
+	var startTicks int64
+	first, last, err := e.waitStream(relay, uint64(n), 10*time.Minute, func(stored uint64) {
+		if _, ticks, ok := procStat(relay.Pid()); ok {
+			startTicks, res.startEvents = ticks, stored
+		}
+	})
 	if err != nil {
 		return result{}, err
 	}
 	res.secs, res.first = last.Sub(start).Seconds(), first.Sub(start)
 	res.cpu, res.cpuSecs = cpuUse(before, sampleCPU(roots)), time.Since(start).Seconds()
+	res.startCPU = float64(startTicks) / ticksPerSec
 	if err := profiled(); err != nil {
 		return result{}, err
 	}
