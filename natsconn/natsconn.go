@@ -143,8 +143,9 @@ func Dial(c Options) (*nats.Conn, error) {
 	return nc, nil
 }
 
-// sockDialer dials as nats.go's own dialer does, and makes the socket's
-// reads and writes raw system calls (package sockio).
+// sockDialer dials TCP with nats.go's default timeout, and makes the
+// socket's reads and writes raw system calls (package sockio). nats.go
+// still does the TLS handshake over it when the server asks for TLS.
 type sockDialer struct{ d net.Dialer }
 
 func (s sockDialer) Dial(network, address string) (net.Conn, error) {
