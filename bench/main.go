@@ -201,10 +201,9 @@ func drain(o *options, n, txSize int) (result, error) {
 	defer stopRelay(relay)
 	roots[relay.Pid()] = "relay"
 	profiled := e.startProfiles(fmt.Sprintf("%d-%d", n, txSize))
-	var startTicks int64
 	first, last, err := e.waitStream(relay, uint64(n), 10*time.Minute, func(stored uint64) {
 		if _, ticks, ok := procStat(relay.Pid()); ok {
-			startTicks, res.startEvents = ticks, stored
+			res.startCPU, res.startEvents = float64(ticks)/ticksPerSec, stored
 		}
 	})
 	if err != nil {
@@ -212,7 +211,6 @@ func drain(o *options, n, txSize int) (result, error) {
 	}
 	res.secs, res.first = last.Sub(start).Seconds(), first.Sub(start)
 	res.cpu, res.cpuSecs = cpuUse(before, sampleCPU(roots)), time.Since(start).Seconds()
-	res.startCPU = float64(startTicks) / ticksPerSec
 	if err := profiled(); err != nil {
 		return result{}, err
 	}
