@@ -2,6 +2,7 @@ package sink
 
 import (
 	"runtime/debug"
+	"strconv"
 	_ "unsafe" // for go:linkname
 
 	"github.com/nats-io/nats.go"
@@ -49,15 +50,24 @@ func linkedNATSIs(bi *debug.BuildInfo, ok bool) bool {
 }
 
 // appendHeaders appends the header block of the base headers, with values
-// vals (in baseHeaders order), as nats.go would encode them: "NATS/1.0",
-// a "Key: value" line for each, and a blank line. The values are
-// representable (see Publish), so nats.go would send them as they are.
-func appendHeaders(b []byte, vals *[len(baseHeaders)][]string) []byte {
+// vals (in baseHeaders order) but for the two numbers, lastSeq
+// (Nats-Expected-Last-Sequence) and txSeq (Outbox-Tx-Seq), as nats.go would
+// encode them: "NATS/1.0", a "Key: value" line for each, and a blank line.
+// The values are representable (see Publish), so nats.go would send them
+// as they are.
+func appendHeaders(b []byte, vals *[len(baseHeaders)][]string, lastSeq uint64, txSeq uint32) []byte {
 	b = append(b, "NATS/1.0\r\n"...)
 	for i, k := range baseHeaders {
 		b = append(b, k...)
 		b = append(b, ": "...)
-		b = append(b, vals[i][0]...)
+		switch i {
+		case hdrExpectedSeq:
+			b = strconv.AppendUint(b, lastSeq, 10)
+		case hdrTxSeq:
+			b = strconv.AppendUint(b, uint64(txSeq), 10)
+		default:
+			b = append(b, vals[i][0]...)
+		}
 		b = append(b, "\r\n"...)
 	}
 	return append(b, "\r\n"...)

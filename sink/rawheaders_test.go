@@ -40,15 +40,21 @@ func TestAppendHeadersAsNATSReadsThem(t *testing.T) {
 		vals[i] = []string{"value of " + k + " ä"}
 		want[k] = vals[i]
 	}
-	vals[1][0] = "41"
-	got, err := nats.DecodeHeadersMsg(appendHeaders([]byte("junk"), &vals)[len("junk"):])
+	// The two numbers are written from their arguments, not from vals.
+	if baseHeaders[hdrExpectedSeq] != HeaderExpectedSeq || baseHeaders[hdrTxSeq] != HeaderTxSeq {
+		t.Fatalf("hdrExpectedSeq and hdrTxSeq are not the places of %s and %s in baseHeaders", HeaderExpectedSeq, HeaderTxSeq)
+	}
+	want[HeaderExpectedSeq] = []string{"18446744073709551614"}
+	want[HeaderTxSeq] = []string{"4294967295"}
+	hdr := appendHeaders([]byte("junk"), &vals, 1<<64-2, 1<<32-1)
+	got, err := nats.DecodeHeadersMsg(hdr[len("junk"):])
 	if err != nil {
 		t.Fatal(err)
 	}
 	if !maps.EqualFunc(got, want, func(a, b []string) bool { return strings.Join(a, "\n") == strings.Join(b, "\n") }) {
 		t.Errorf("headers read back = %v, want %v", got, want)
 	}
-	if n := len(appendHeaders(nil, &vals)); n != headerLen(want) {
+	if n := len(hdr) - len("junk"); n != headerLen(want) {
 		t.Errorf("appendHeaders wrote %d bytes, headerLen of the same map says %d", n, headerLen(want))
 	}
 }

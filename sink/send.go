@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"strconv"
 	"time"
+	"unsafe"
 
 	"github.com/jackc/pglogrepl"
 	"github.com/nats-io/nats.go"
@@ -17,6 +18,12 @@ func AskEvery(window int) int { return window / 16 }
 // baseHeaders are the headers of every message, in hdrVals order.
 var baseHeaders = [...]string{HeaderMsgID, HeaderExpectedSeq, HeaderEventID, HeaderEventType,
 	HeaderAggregateType, HeaderAggregateID, HeaderCommitLSN, HeaderTxSeq, HeaderCommitTime}
+
+// The places in baseHeaders of the two headers whose values are numbers.
+const (
+	hdrExpectedSeq = 1
+	hdrTxSeq       = 7
+)
 
 // sendQueued sends every enqueued event not yet sent, each chained on the
 // sequence predicted for the one before it.
@@ -134,6 +141,39 @@ func (s *Sink) haltAt(e *inflight, first bool, err error) {
 // maxMsgSize (the stream's max_msg_size; <= 0 for none). Only Run calls it.
 func (s *Sink) send(e *inflight, reply string, maxMsgSize int) error {
 	ev := e.ev
+	v := &s.hdrVals
+	v[0][0] = ev.ID            // Nats-Msg-Id
+	v[2][0] = ev.ID            // Outbox-Event-Id
+	v[3][0] = ev.Type          // Outbox-Event-Type
+	v[4][0] = ev.AggregateType // Outbox-Aggregate-Type
+	v[5][0] = ev.AggregateID   // Outbox-Aggregate-Id
+	if ev.CommitLSN != s.txLSN || s.txLSNText == "" {
+		// Every event of a transaction shares these two: format them once.
+		s.txLSN = ev.CommitLSN
+		s.txLSNText = formatLSN(ev.CommitLSN)
+		s.txTimeText = ev.CommitTime.UTC().Format(time.RFC3339Nano)
+	}
+	v[6][0] = s.txLSNText  // Outbox-Commit-LSN
+	v[8][0] = s.txTimeText // Outbox-Commit-Time
+	if rawHeaders && s.cfg.CloudEvents == nil && len(ev.Headers) == 0 && ev.Invalid == "" && e.reused == "" {
+		// Only the base headers, the common case: write the block once in
+		// wire form (rawheaders.go), the two numbers as digits, and the
+		// subject without making a string of it.
+		s.hdrBuf = appendHeaders(s.hdrBuf[:0], v, e.seq-1, ev.TxSeq)
+		if maxMsgSize > 0 && len(s.hdrBuf)+len(ev.Payload) > maxMsgSize {
+			return tooBig(len(s.hdrBuf), len(ev.Payload), maxMsgSize)
+		}
+		s.subjBuf = s.subjectOf(ev).Render(s.subjBuf[:0], ev)
+		// natsPublish copies the subject into nats.go's buffer before it
+		// returns (read in linkedNATS), so the string may alias subjBuf.
+		subj := unsafe.String(unsafe.SliceData(s.subjBuf), len(s.subjBuf))
+		return natsPublish(s.nc, subj, reply, reply != "", s.hdrBuf, ev.Payload)
+	}
+	// Any other message goes through nats.go's map. The map keeps the base
+	// headers' keys from send to send, and each key's value slice is
+	// hdrVals[i]: setting a value is a store, not a map write. Only a
+	// message with other headers changes the keys, and the next send
+	// through the map puts them back.
 	m := &s.msg
 	if ev.Invalid != "" {
 		m.Subject = s.cfg.DeadLetterSubject
@@ -143,10 +183,6 @@ func (s *Sink) send(e *inflight, reply string, maxMsgSize int) error {
 	}
 	m.Reply = reply
 	m.Data = ev.Payload
-	// The map keeps the base headers' keys from send to send, and each key's
-	// value slice is hdrVals[i]: setting a value is a store, not a map write.
-	// Only a message with other headers changes the keys, and the next send
-	// puts them back.
 	h := m.Header
 	if s.hdrExtra {
 		clear(h)
@@ -160,22 +196,8 @@ func (s *Sink) send(e *inflight, reply string, maxMsgSize int) error {
 		}
 		s.hdrExtra = false
 	}
-	v := &s.hdrVals
-	v[0][0] = ev.ID                           // Nats-Msg-Id
-	v[1][0] = strconv.FormatUint(e.seq-1, 10) // Nats-Expected-Last-Sequence
-	v[2][0] = ev.ID                           // Outbox-Event-Id
-	v[3][0] = ev.Type                         // Outbox-Event-Type
-	v[4][0] = ev.AggregateType                // Outbox-Aggregate-Type
-	v[5][0] = ev.AggregateID                  // Outbox-Aggregate-Id
-	if ev.CommitLSN != s.txLSN || s.txLSNText == "" {
-		// Every event of a transaction shares these two: format them once.
-		s.txLSN = ev.CommitLSN
-		s.txLSNText = formatLSN(ev.CommitLSN)
-		s.txTimeText = ev.CommitTime.UTC().Format(time.RFC3339Nano)
-	}
-	v[6][0] = s.txLSNText                              // Outbox-Commit-LSN
-	v[7][0] = strconv.FormatUint(uint64(ev.TxSeq), 10) // Outbox-Tx-Seq
-	v[8][0] = s.txTimeText                             // Outbox-Commit-Time
+	v[hdrExpectedSeq][0] = strconv.FormatUint(e.seq-1, 10)
+	v[hdrTxSeq][0] = strconv.FormatUint(uint64(ev.TxSeq), 10)
 	if s.cfg.CloudEvents != nil {
 		s.setCloudEvents(ev, s.txTimeText)
 	}
@@ -191,30 +213,24 @@ func (s *Sink) send(e *inflight, reply string, maxMsgSize int) error {
 	if e.reused != "" {
 		// Under the event's id JetStream would drop the dead letter too;
 		// under one of its own, a resend of it is still deduplicated.
-		h[HeaderMsgID] = []string{reusedMsgID(ev.ID, s.txLSNText, v[7][0])}
+		h[HeaderMsgID] = []string{reusedMsgID(ev.ID, s.txLSNText, v[hdrTxSeq][0])}
 		s.hdrExtra = true
 	}
-	// With only the base headers, the common case, write them once in wire
-	// form (rawheaders.go); a message with others goes through the map.
-	raw := rawHeaders && !s.hdrExtra && s.cfg.CloudEvents == nil
-	hdrLen := 0
-	if raw {
-		s.hdrBuf = appendHeaders(s.hdrBuf[:0], v)
-		hdrLen = len(s.hdrBuf)
-	} else if maxMsgSize > 0 {
-		hdrLen = headerLen(h)
-	}
 	if maxMsgSize > 0 {
-		// Refused by the stream, the message would stop the chain with an
-		// error that does not say which event it was (see onAck).
-		if n := hdrLen + len(m.Data); n > maxMsgSize {
-			return errMsgSize{fmt.Sprintf("message of %d bytes (payload %d, headers %d) is over the stream's max_msg_size of %d bytes", n, len(m.Data), n-len(m.Data), maxMsgSize)}
+		if n := headerLen(h); n+len(m.Data) > maxMsgSize {
+			return tooBig(n, len(m.Data), maxMsgSize)
 		}
 	}
-	if raw {
-		return natsPublish(s.nc, m.Subject, m.Reply, m.Reply != "", s.hdrBuf, m.Data)
-	}
 	return s.nc.PublishMsg(m)
+}
+
+// tooBig is the errMsgSize of a message whose headers and data are over
+// the stream's max_msg_size. Refused by the stream, the message would stop
+// the chain with an error that does not say which event it was (see onAck),
+// so the sink checks before it sends.
+func tooBig(hdrLen, dataLen, maxMsgSize int) error {
+	return errMsgSize{fmt.Sprintf("message of %d bytes (payload %d, headers %d) is over the stream's max_msg_size of %d bytes",
+		hdrLen+dataLen, dataLen, hdrLen, maxMsgSize)}
 }
 
 // headerLen is the length of h as nats.go sends it (NATS/1.0, "k: v" lines,
