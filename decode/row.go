@@ -27,17 +27,19 @@ func (d *Decoder) fill(ev *Event, rel *relation) {
 	// All string fields share one allocation: they live and die with the
 	// event, and one allocation instead of four or more is most of the
 	// per-event cost.
+	var rv [numReq]value
 	size := 0
-	for _, f := range m.req {
-		size += len(text(at(vals, f.idx)))
+	for i := range m.req {
+		rv[i] = at(vals, m.req[i].idx)
+		size += len(text(rv[i]))
 	}
 	for _, h := range m.headers {
 		size += len(text(at(vals, h.idx)))
 	}
 	var sb strings.Builder
 	sb.Grow(size)
-	for _, f := range m.req {
-		sb.Write(text(at(vals, f.idx)))
+	for i := range rv {
+		sb.Write(text(rv[i]))
 	}
 	for _, h := range m.headers {
 		sb.Write(text(at(vals, h.idx)))
@@ -50,13 +52,13 @@ func (d *Decoder) fill(ev *Event, rel *relation) {
 	}
 
 	var req [numReq]string
-	for i, f := range m.req {
-		v := at(vals, f.idx)
-		req[i] = next(v)
-		if v.kind == colText && len(v.data) == 0 {
-			invalid(ev, "%s (column %q) is empty", f.key, f.column)
-		} else {
-			checkKind(ev, v, f.key, f.column)
+	for i := range rv {
+		req[i] = next(rv[i])
+		switch {
+		case rv[i].kind != colText:
+			checkKind(ev, rv[i], m.req[i].key, m.req[i].column)
+		case len(rv[i].data) == 0:
+			invalid(ev, "%s (column %q) is empty", m.req[i].key, m.req[i].column)
 		}
 	}
 	ev.ID, ev.AggregateType, ev.AggregateID, ev.Type = req[reqID], req[reqAggregateType], req[reqAggregateID], req[reqType]
