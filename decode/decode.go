@@ -70,8 +70,9 @@ type Result struct {
 	// ending at EndLSN.
 	Standalone bool
 
-	// Event is the outbox row (KindEvent).
-	Event Event
+	// Event is the outbox row (KindEvent), nil for the other kinds. Each
+	// is a new allocation the caller may keep.
+	Event *Event
 
 	// Table is "schema.name" of the relation concerned (KindRelation,
 	// KindChange, and KindNone for changes to other relations).
@@ -274,9 +275,9 @@ func (d *Decoder) insert(r *reader) (Result, error) {
 			rel.table, len(d.vals), rel.ncols)
 	}
 	d.tx.events++
-	res := Result{Kind: KindEvent, Table: rel.table, Misfit: rel.outbox.misfit}
-	d.fill(&res.Event, rel)
-	return res, nil
+	ev := new(Event)
+	d.fill(ev, rel)
+	return Result{Kind: KindEvent, Table: rel.table, Misfit: rel.outbox.misfit, Event: ev}, nil
 }
 
 func (d *Decoder) update(r *reader) (Result, error) {

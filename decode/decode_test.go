@@ -37,7 +37,7 @@ func decodeRow(t *testing.T, table decode.Table, rel, insert []byte) decode.Even
 	if got := res[2].Kind; got != decode.KindEvent {
 		t.Fatalf("insert decoded to %v, want event", got)
 	}
-	return res[2].Event
+	return *res[2].Event
 }
 
 func TestTransaction(t *testing.T) {
@@ -77,7 +77,7 @@ func TestTransaction(t *testing.T) {
 	for i := range want {
 		want[i].CommitLSN, want[i].CommitTime, want[i].Xid, want[i].Table = lsn, commit, xid, "public.outbox"
 		want[i].ContentType = decode.ContentJSON // a jsonb payload column
-		got := res[2+i].Event
+		got := *res[2+i].Event
 		if got.CommitTime.Location() != time.UTC {
 			t.Errorf("event %d time zone = %v, want UTC", i, got.CommitTime.Location())
 		}
@@ -244,7 +244,7 @@ func TestMissingColumn(t *testing.T) {
 			if tc.want.Payload != nil {
 				want.ContentType = decode.ContentJSON // a jsonb payload column; none when it is missing
 			}
-			if got := res[3].Event; !reflect.DeepEqual(got, want) {
+			if got := *res[3].Event; !reflect.DeepEqual(got, want) {
 				t.Errorf("event:\n got %+v\nwant %+v", got, want)
 			}
 		})

@@ -82,6 +82,9 @@ func FuzzDecode(f *testing.F) {
 				}
 				continue
 			}
+			if (res.Kind == decode.KindEvent) != (res.Event != nil) {
+				t.Fatalf("result kind %v with Event %v: want an Event exactly for KindEvent", res.Kind, res.Event)
+			}
 			switch res.Kind {
 			case decode.KindBegin, decode.KindCommit:
 				seq = 0

@@ -36,8 +36,8 @@ type messageJSON struct {
 // why; its Payload is then the whole message content, so a dead letter
 // keeps the original.
 func (d *Decoder) messageEvent(transactional bool, lsn pglogrepl.LSN, content []byte) Result {
-	res := Result{Kind: KindEvent}
-	ev := &res.Event
+	ev := new(Event)
+	res := Result{Kind: KindEvent, Event: ev}
 	ev.Table = "pg_logical_emit_message(" + d.msgPrefix + ")"
 	ev.Source = len(d.tables)
 	if transactional {

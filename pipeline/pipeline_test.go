@@ -430,3 +430,41 @@ func TestRelationMisfit(t *testing.T) {
 		}
 	})
 }
+
+type slowTracker struct{ nopTracker }
+
+func (slowTracker) Mark(pglogrepl.LSN) { time.Sleep(20 * time.Microsecond) }
+
+// A pipeline whose messages never stop coming still stops when ctx ends:
+// it takes a waiting message without a select, so it must look at ctx
+// between them as well.
+func TestRunStopsWhileMessagesKeepComing(t *testing.T) {
+	// The pipeline takes longer per message than the producer, so the
+	// channel is never empty.
+	p := pipeline.New(pipeline.Config{Tables: []decode.Table{outbox}}, &fakePublisher{}, slowTracker{})
+	ch := make(chan capture.Message, 4096)
+	stop := make(chan struct{})
+	defer close(stop)
+	go func() {
+		for lsn := pglogrepl.LSN(1); ; lsn++ {
+			select {
+			case ch <- capture.Message{Kind: capture.Keepalive, WALEnd: lsn}:
+			case <-stop:
+				return
+			}
+		}
+	}()
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- p.Run(ctx, ch) }()
+	time.Sleep(20 * time.Millisecond)
+	cancel()
+	select {
+	case err := <-done:
+		if err != nil {
+			t.Fatalf("Run returned %v, want nil", err)
+		}
+	case <-time.After(5 * time.Second):
+		t.Fatal("Run did not return within 5s of its context ending, with messages still coming")
+	}
+}

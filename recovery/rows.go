@@ -138,9 +138,9 @@ func (r *run) publish(ctx context.Context, dec *decode.Decoder, relid uint32, ta
 	}
 	ev := out.Event
 	if ev.Invalid != "" && !r.cfg.DeadLetter {
-		return &sink.InvalidEventError{Event: &ev, Reason: ev.Invalid, Fix: sink.InvalidEventFix}
+		return &sink.InvalidEventError{Event: ev, Reason: ev.Invalid, Fix: sink.InvalidEventFix}
 	}
-	if err := r.cfg.Sink.Publish(ctx, &ev); err != nil {
+	if err := r.cfg.Sink.Publish(ctx, ev); err != nil {
 		return err
 	}
 	r.res.Published++
