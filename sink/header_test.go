@@ -28,6 +28,35 @@ func TestRepresentable(t *testing.T) {
 	}
 }
 
+// unrepresentable names the value that cannot travel, the first in the
+// order id, type, aggregate_type, aggregate_id, then the headers.
+func TestUnrepresentableNamesTheValue(t *testing.T) {
+	good := func() *decode.Event {
+		return &decode.Event{ID: "e-1", Type: "Placed", AggregateType: "order", AggregateID: "42",
+			Headers: []decode.Header{{Name: "Tenant", Value: "acme"}, {Name: "Trace", Value: "t-1"}}}
+	}
+	if r := unrepresentable(good()); r != "" {
+		t.Fatalf("a good event: %q, want \"\"", r)
+	}
+	for _, tc := range []struct {
+		set  func(*decode.Event)
+		want string
+	}{
+		{func(e *decode.Event) { e.ID = " e-1" }, `id " e-1"`},
+		{func(e *decode.Event) { e.Type = "Placed\n" }, `type "Placed\n"`},
+		{func(e *decode.Event) { e.AggregateType = "or\rder" }, `aggregate_type "or\rder"`},
+		{func(e *decode.Event) { e.AggregateID = "42 " }, `aggregate_id "42 "`},
+		{func(e *decode.Event) { e.Headers[1].Value = "\tt-1" }, `header Trace "\tt-1"`},
+		{func(e *decode.Event) { e.AggregateID, e.Headers[0].Value = "42 ", " acme" }, `aggregate_id "42 "`},
+	} {
+		ev := good()
+		tc.set(ev)
+		if r := unrepresentable(ev); !strings.HasPrefix(r, tc.want+" has surrounding white space") {
+			t.Errorf("got %q, want it to start with %q", r, tc.want)
+		}
+	}
+}
+
 func BenchmarkUnrepresentable(b *testing.B) {
 	ev := &decode.Event{
 		ID: "3fa85f64-5717-4562-b3fc-2c963f66afa6", Type: "OrderUpdated",

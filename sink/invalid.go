@@ -77,23 +77,30 @@ func (s *Sink) oversize(err error, ev *decode.Event) (reason, fix string) {
 // header unchanged (nats.go trims surrounding white space and turns CR/LF
 // into spaces), or "" when all can.
 func unrepresentable(ev *decode.Event) string {
-	check := func(name, v string) string {
-		if !representable(v) {
-			return fmt.Sprintf("%s %q has surrounding white space or a line break, which a NATS header cannot carry unchanged", name, v)
-		}
+	// The common case, every value fine, is one pass over each value and
+	// nothing else; the name of the one that is not is worked out after.
+	ok := representable(ev.ID) && representable(ev.Type) && representable(ev.AggregateType) && representable(ev.AggregateID)
+	for i := 0; ok && i < len(ev.Headers); i++ {
+		ok = representable(ev.Headers[i].Value)
+	}
+	if ok {
 		return ""
 	}
 	for _, f := range [...]struct{ name, v string }{{"id", ev.ID}, {"type", ev.Type}, {"aggregate_type", ev.AggregateType}, {"aggregate_id", ev.AggregateID}} {
-		if r := check(f.name, f.v); r != "" {
-			return r
+		if !representable(f.v) {
+			return whitespace(f.name, f.v)
 		}
 	}
 	for _, h := range ev.Headers {
-		if r := check("header "+h.Name, h.Value); r != "" {
-			return r
+		if !representable(h.Value) {
+			return whitespace("header "+h.Name, h.Value)
 		}
 	}
 	return ""
+}
+
+func whitespace(name, v string) string {
+	return fmt.Sprintf("%s %q has surrounding white space or a line break, which a NATS header cannot carry unchanged", name, v)
 }
 
 // representable reports whether v has no CR or LF and no white space around
