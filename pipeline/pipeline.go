@@ -98,7 +98,8 @@ func (p *Pipeline) Run(ctx context.Context, msgs <-chan capture.Message) error {
 		// A receive that finds a message waiting costs less than a select
 		// over two channels, so the select is only for waiting. ctx is
 		// still looked at every 256 messages while they keep coming
-		// (docs/performance.md, "A receive before the select").
+		// (docs/performance.md, "A receive before the select, and the
+		// event by pointer").
 		var m capture.Message
 		ok := false
 		if n%256 != 0 {
