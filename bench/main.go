@@ -49,7 +49,7 @@ func run(o *options) error {
 	if procs == "" {
 		procs = "1 (its default)"
 	}
-	fmt.Printf("machine: %d cores, %s; Postgres, nats-server and the relay on the same machine; relay GOMAXPROCS %s\n", numCPU(), memTotal(), procs)
+	fmt.Printf("machine: %d cores (%s), %s; Postgres, nats-server and the relay on the same machine; relay GOMAXPROCS %s\n", numCPU(), cpuModel(), memTotal(), procs)
 	fmt.Printf("%s\n\n", relayBuild())
 	if err := drains(o); err != nil {
 		return err
@@ -331,6 +331,20 @@ func peakRSS(pid int) int {
 func numCPU() int {
 	b, _ := os.ReadFile("/proc/cpuinfo")
 	return strings.Count(string(b), "processor\t:")
+}
+
+// cpuModel is the processor's name as /proc/cpuinfo gives it: a VM can
+// move to another kind of host, and its figures with it.
+func cpuModel() string {
+	b, _ := os.ReadFile("/proc/cpuinfo")
+	for _, line := range strings.Split(string(b), "\n") {
+		if rest, ok := strings.CutPrefix(line, "model name"); ok {
+			if _, name, ok := strings.Cut(rest, ":"); ok {
+				return strings.TrimSpace(name)
+			}
+		}
+	}
+	return "unknown processor"
 }
 
 func memTotal() string {
