@@ -1,9 +1,12 @@
 package capture
 
 import (
+	"context"
 	"net"
 	"testing"
 	"time"
+
+	"github.com/jackc/pgx/v5/pgconn"
 )
 
 // scriptedConn returns its chunks one per Read.
@@ -60,5 +63,42 @@ func TestCoalescingConnWaitsOnlyAfterEmptyingTheSocket(t *testing.T) {
 	read("ij", 0)
 	if len(slept) != 1 {
 		t.Fatalf("waited %v after a read that filled its buffer; want no new wait", slept)
+	}
+}
+
+// The replication connection is dialled as a coalescingConn over the
+// socket made raw (package sockio).
+func TestCoalesceReadsWrapsTheSocket(t *testing.T) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	go func() {
+		if c, err := ln.Accept(); err == nil {
+			defer c.Close()
+			c.Read(make([]byte, 1))
+		}
+	}()
+	var raw net.Conn
+	cfg := &pgconn.Config{DialFunc: func(ctx context.Context, network, addr string) (net.Conn, error) {
+		raw, err = (&net.Dialer{}).DialContext(ctx, network, addr)
+		return raw, err
+	}}
+	coalesceReads(cfg, readCoalesce)
+	c, err := cfg.DialFunc(context.Background(), "tcp", ln.Addr().String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	cc, ok := c.(*coalescingConn)
+	if !ok {
+		t.Fatalf("dialled %T, want *coalescingConn", c)
+	}
+	if cc.Conn == raw {
+		t.Error("the socket under the coalescingConn is not wrapped by sockio")
+	}
+	if cc.wait != readCoalesce {
+		t.Errorf("wait %v, want %v", cc.wait, readCoalesce)
 	}
 }
