@@ -4,7 +4,6 @@ import (
 	"context"
 	"fmt"
 	"strings"
-	"sync/atomic"
 	"testing"
 
 	"github.com/jackc/pglogrepl"
@@ -23,8 +22,10 @@ func (nopTracker) Add(pglogrepl.LSN)                      {}
 func (nopTracker) Commit(commit, end pglogrepl.LSN) error { return nil }
 func (nopTracker) Mark(pglogrepl.LSN)                     {}
 
+// countingPublisher closes done at the want-th event. Only the pipeline's
+// goroutine calls Publish.
 type countingPublisher struct {
-	n, want atomic.Int64
+	n, want int
 	done    chan struct{}
 }
 
@@ -32,7 +33,7 @@ func (p *countingPublisher) Publish(_ context.Context, ev *decode.Event) error {
 	if ev.Invalid != "" {
 		return fmt.Errorf("invalid event: %s", ev.Invalid)
 	}
-	if p.n.Add(1) == p.want.Load() {
+	if p.n++; p.n == p.want {
 		close(p.done)
 	}
 	return nil
@@ -65,8 +66,7 @@ func benchmarkPipeline(b *testing.B, perTx int) {
 	}
 	tx = tx.data(pgoutputtest.Commit(0x100, 0x108, t0))
 
-	pub := &countingPublisher{done: make(chan struct{})}
-	pub.want.Store(int64(b.N))
+	pub := &countingPublisher{want: b.N, done: make(chan struct{})}
 	p := pipeline.New(pipeline.Config{Tables: []decode.Table{outbox}}, pub, nopTracker{})
 	ch := make(chan capture.Message, 4096)
 	ctx, cancel := context.WithCancel(context.Background())

@@ -332,14 +332,7 @@ func TestStopMidTransaction(t *testing.T) {
 				ch <- capture.Message{Kind: capture.Keepalive, WALEnd: 0x50}
 			}
 			cancel()
-			select {
-			case err := <-done:
-				if err != nil {
-					t.Fatalf("Run returned %v, want nil", err)
-				}
-			case <-time.After(10 * time.Second):
-				t.Fatal("Run did not return within 10s of the stop")
-			}
+			returned(t, done, 10*time.Second, "the stop")
 			if h := p.Halted(); h != nil {
 				t.Errorf("a stop is not a halt, got %v", h)
 			}
@@ -459,12 +452,19 @@ func TestRunStopsWhileMessagesKeepComing(t *testing.T) {
 	go func() { done <- p.Run(ctx, ch) }()
 	time.Sleep(20 * time.Millisecond)
 	cancel()
+	returned(t, done, 5*time.Second, "its context ending, with messages still coming")
+}
+
+// returned waits up to within for Run's result on done, and fails unless
+// Run returned nil in that time.
+func returned(t *testing.T, done <-chan error, within time.Duration, after string) {
+	t.Helper()
 	select {
 	case err := <-done:
 		if err != nil {
 			t.Fatalf("Run returned %v, want nil", err)
 		}
-	case <-time.After(5 * time.Second):
-		t.Fatal("Run did not return within 5s of its context ending, with messages still coming")
+	case <-time.After(within):
+		t.Fatalf("Run did not return within %s of %s", within, after)
 	}
 }
