@@ -158,12 +158,13 @@ func verifier(sk *sink.Sink, log *slog.Logger) func(context.Context, continuity.
 func captureConfig(cfg config.Config) capture.Config {
 	_, _, names := sources(cfg.Outbox)
 	return capture.Config{
-		URL:          cfg.Postgres.URL,
-		Slot:         cfg.Postgres.Slot,
-		Publication:  cfg.Postgres.Publication,
-		Tables:       names,
-		Messages:     cfg.Outbox.Messages.Prefix != "",
-		FailoverSlot: cfg.Postgres.FailoverSlot,
+		URL:           cfg.Postgres.URL,
+		Slot:          cfg.Postgres.Slot,
+		Publication:   cfg.Postgres.Publication,
+		Tables:        names,
+		Messages:      cfg.Outbox.Messages.Prefix != "",
+		FailoverSlot:  cfg.Postgres.FailoverSlot,
+		ReceiveBuffer: cfg.Postgres.ReceiveBuffer,
 	}
 }
 

@@ -16,6 +16,7 @@ import (
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 	"github.com/outboxrelay/outboxrelay/capture"
+	"github.com/outboxrelay/outboxrelay/config"
 	"github.com/outboxrelay/outboxrelay/decode"
 	"github.com/outboxrelay/outboxrelay/internal/testenv"
 	"github.com/outboxrelay/outboxrelay/sink"
@@ -33,7 +34,8 @@ func decodeLimit(pgURL string, pgPid int, slot string, n int) (rate, walsender f
 	acked := &confirmAll{}
 	cp := capture.New(capture.Config{
 		URL: pgURL, Slot: slot, Publication: "outboxrelay", Tables: []string{"public.outbox"},
-		Logger: slog.New(slog.DiscardHandler),
+		ReceiveBuffer: config.DefaultReceiveBuffer, // as the relay's
+		Logger:        slog.New(slog.DiscardHandler),
 	}, acked)
 	errc := make(chan error, 1)
 	go func() { errc <- cp.Run(ctx) }()

@@ -51,6 +51,9 @@ type Config struct {
 	// FailoverSlot is "auto" (or ""), "on" or "off": whether the slot is a
 	// failover slot (postgres.failover_slot).
 	FailoverSlot string
+	// ReceiveBuffer is the replication socket's receive buffer in bytes,
+	// over TCP (postgres.receive_buffer); 0 leaves it to the kernel.
+	ReceiveBuffer int
 }
 
 // Kind says what a Message carries.
@@ -242,7 +245,7 @@ const SilenceTimeout = 20 * time.Second
 func (c *Capture) session(ctx context.Context) (started bool, err error) {
 	setup, cancelSetup := context.WithTimeout(ctx, SetupTimeout)
 	defer cancelSetup()
-	conn, err := connect(setup, c.cfg.URL, readCoalesce)
+	conn, err := connect(setup, c.cfg.URL, readCoalesce, c.cfg.ReceiveBuffer)
 	if err != nil {
 		return false, setupErr(setup, err)
 	}

@@ -2,6 +2,7 @@ package capture
 
 import (
 	"context"
+	"fmt"
 	"net"
 	"time"
 
@@ -53,12 +54,28 @@ func (c *coalescingConn) Read(p []byte) (int, error) {
 // coalesceReads makes the connections cfg dials read as coalescingConn
 // does. It wraps the socket under TLS, so it sees what the kernel had, and
 // makes the socket's reads and writes raw system calls (package sockio).
-func coalesceReads(cfg *pgconn.Config, wait time.Duration) {
+// With receiveBuffer above 0, a TCP socket's receive buffer is that many
+// bytes (the kernel may double it, and caps it at net.core.rmem_max).
+//
+// The walsender sends each pgoutput message as it is decoded, and with room
+// in the relay's receive window each goes out as its own TCP segment: on
+// the same host, a segment costs the walsender more than decoding the
+// message did. A receive buffer that fills during the read wait closes the
+// window, so the messages wait in the walsender's socket and go out
+// together when the relay reads (docs/performance.md, "A small receive
+// buffer").
+func coalesceReads(cfg *pgconn.Config, wait time.Duration, receiveBuffer int) {
 	dial := cfg.DialFunc
 	cfg.DialFunc = func(ctx context.Context, network, addr string) (net.Conn, error) {
 		c, err := dial(ctx, network, addr)
 		if err != nil {
 			return nil, err
+		}
+		if tc, ok := c.(*net.TCPConn); ok && receiveBuffer > 0 {
+			if err := tc.SetReadBuffer(receiveBuffer); err != nil {
+				c.Close()
+				return nil, fmt.Errorf("postgres.receive_buffer: set the socket's receive buffer to %d bytes: %w", receiveBuffer, err)
+			}
 		}
 		return &coalescingConn{Conn: sockio.Wrap(c), wait: wait, now: time.Now, sleep: time.Sleep}, nil
 	}

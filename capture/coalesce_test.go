@@ -3,6 +3,7 @@ package capture
 import (
 	"context"
 	"net"
+	"syscall"
 	"testing"
 	"time"
 
@@ -85,7 +86,7 @@ func TestCoalesceReadsWrapsTheSocket(t *testing.T) {
 		raw, err = (&net.Dialer{}).DialContext(ctx, network, addr)
 		return raw, err
 	}}
-	coalesceReads(cfg, readCoalesce)
+	coalesceReads(cfg, readCoalesce, 0)
 	c, err := cfg.DialFunc(context.Background(), "tcp", ln.Addr().String())
 	if err != nil {
 		t.Fatal(err)
@@ -100,5 +101,59 @@ func TestCoalesceReadsWrapsTheSocket(t *testing.T) {
 	}
 	if cc.wait != readCoalesce {
 		t.Errorf("wait %v, want %v", cc.wait, readCoalesce)
+	}
+}
+
+// postgres.receive_buffer sets the TCP socket's receive buffer; 0 leaves
+// the kernel's.
+func TestCoalesceReadsSetsTheReceiveBuffer(t *testing.T) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	go func() {
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			defer c.Close()
+		}
+	}()
+	rcvbuf := func(size int) int {
+		t.Helper()
+		var raw net.Conn
+		cfg := &pgconn.Config{DialFunc: func(ctx context.Context, network, addr string) (net.Conn, error) {
+			raw, err = (&net.Dialer{}).DialContext(ctx, network, addr)
+			return raw, err
+		}}
+		if size >= 0 {
+			coalesceReads(cfg, readCoalesce, size)
+		}
+		c, err := cfg.DialFunc(context.Background(), "tcp", ln.Addr().String())
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer c.Close()
+		sc, err := raw.(*net.TCPConn).SyscallConn()
+		if err != nil {
+			t.Fatal(err)
+		}
+		var got int
+		var serr error
+		if err := sc.Control(func(fd uintptr) { got, serr = syscall.GetsockoptInt(int(fd), syscall.SOL_SOCKET, syscall.SO_RCVBUF) }); err != nil || serr != nil {
+			t.Fatal(err, serr)
+		}
+		return got
+	}
+	// 48 KiB is below any kernel's default; Linux reports twice what was
+	// set, as it counts its bookkeeping in the buffer.
+	const size = 48 << 10
+	if got := rcvbuf(size); got < size || got > 2*size {
+		t.Errorf("receive buffer %d bytes with postgres.receive_buffer %d; want %d to %d", got, size, size, 2*size)
+	}
+	if got, plain := rcvbuf(0), rcvbuf(-1); got != plain {
+		t.Errorf("receive buffer %d bytes with postgres.receive_buffer 0; want the kernel's %d", got, plain)
 	}
 }

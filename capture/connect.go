@@ -17,12 +17,13 @@ import (
 
 // connect opens a replication connection (replication=database), which also
 // accepts simple SQL queries. With readWait above 0 its reads coalesce (see
-// readCoalesce).
-func connect(ctx context.Context, url string, readWait time.Duration) (*pgconn.PgConn, error) {
+// readCoalesce), and with receiveBuffer above 0 its TCP socket's receive
+// buffer is that many bytes.
+func connect(ctx context.Context, url string, readWait time.Duration, receiveBuffer int) (*pgconn.PgConn, error) {
 	return dial(ctx, url, func(cfg *pgconn.Config) {
 		cfg.RuntimeParams["replication"] = "database"
 		if readWait > 0 {
-			coalesceReads(cfg, readWait)
+			coalesceReads(cfg, readWait, receiveBuffer)
 		}
 	})
 }

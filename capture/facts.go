@@ -183,7 +183,7 @@ func (c *Capture) check(ctx context.Context, conn *pgconn.PgConn, version int) (
 // ReadFacts reads, without changing anything, what a session start would
 // hand to the continuity check: for check.
 func ReadFacts(ctx context.Context, cfg Config) (continuity.Facts, error) {
-	conn, err := connect(ctx, cfg.URL, 0)
+	conn, err := connect(ctx, cfg.URL, 0, 0)
 	if err != nil {
 		return continuity.Facts{}, err
 	}

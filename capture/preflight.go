@@ -164,7 +164,7 @@ func (p *preflight) checkCapacity(srv server, slotExists bool) {
 // checkReplicationConnection opens the connection the relay streams on:
 // pg_hba.conf may allow ordinary connections and not replication ones.
 func (p *preflight) checkReplicationConnection(ctx context.Context) {
-	conn, err := connect(ctx, p.cfg.URL, 0)
+	conn, err := connect(ctx, p.cfg.URL, 0, 0)
 	if err != nil {
 		p.add(report.Fail, "postgres replication connection", "%v", err)
 		return

@@ -27,7 +27,7 @@ func Recreate(ctx context.Context, cfg Config, before func(context.Context, *pgc
 	if cfg.Logger == nil {
 		cfg.Logger = slog.Default()
 	}
-	conn, err := connect(ctx, cfg.URL, 0)
+	conn, err := connect(ctx, cfg.URL, 0, 0)
 	if err != nil {
 		return continuity.Facts{}, err
 	}

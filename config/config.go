@@ -50,7 +50,17 @@ type Postgres struct {
 	// FailoverSlot is "auto" (the default: a failover slot from PostgreSQL
 	// 17), "on" or "off".
 	FailoverSlot string `yaml:"failover_slot"`
+	// ReceiveBuffer is the replication connection's socket receive buffer
+	// (SO_RCVBUF) in bytes, over TCP; 0 leaves it to the kernel's
+	// autotuning. Default DefaultReceiveBuffer.
+	ReceiveBuffer int `yaml:"receive_buffer"`
 }
+
+// DefaultReceiveBuffer is postgres.receive_buffer's default, 64 KiB. A
+// small buffer fills while the relay gathers a read, so the walsender's
+// messages wait in its own socket and go out together, instead of one TCP
+// segment each (docs/performance.md, "A small receive buffer").
+const DefaultReceiveBuffer = 64 << 10
 
 // Outbox describes where events come from: outbox tables, logical
 // decoding messages, or both.
@@ -169,8 +179,10 @@ func DefaultConfig() Config {
 func defaults() Config {
 	return Config{
 		Postgres: Postgres{
-			Slot:        "outboxrelay",
-			Publication: "outboxrelay",
+			Slot:          "outboxrelay",
+			Publication:   "outboxrelay",
+			FailoverSlot:  "auto",
+			ReceiveBuffer: DefaultReceiveBuffer,
 		},
 		Outbox: Outbox{
 			Table: "public.outbox",

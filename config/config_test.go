@@ -39,7 +39,7 @@ func mustParse(t *testing.T, yaml string, vars map[string]string) config.Config 
 func TestDefaultConfig(t *testing.T) {
 	got := config.DefaultConfig()
 	want := config.Config{
-		Postgres: config.Postgres{Slot: "outboxrelay", Publication: "outboxrelay"},
+		Postgres: config.Postgres{Slot: "outboxrelay", Publication: "outboxrelay", FailoverSlot: "auto", ReceiveBuffer: 64 << 10},
 		Outbox: config.Outbox{
 			Table: "public.outbox",
 			Columns: config.Columns{
@@ -123,7 +123,7 @@ func TestExampleFileHasEveryKey(t *testing.T) {
 	}
 	text := string(b)
 	for _, key := range []string{
-		"postgres:", "url:", "slot:", "publication:", "outbox:", "table:", "columns:",
+		"postgres:", "url:", "slot:", "publication:", "failover_slot:", "receive_buffer:", "outbox:", "table:", "columns:",
 		"id:", "aggregate_type:", "aggregate_id:", "type:", "payload:", "headers:",
 		"nats:", "stream:", "subject:", "creds:", "nkey:", "user:", "password:", "token:",
 		"tls:", "ca:", "cert:", "key:", "cloudevents:", "source:", "datacontenttype:", "errors:", "invalid_event:", "dead_letter_subject:",

@@ -90,6 +90,9 @@ var badConfigs = []struct {
 	{"cleanup without table", pg + "outbox: {messages: {prefix: p}, cleanup: {after: 1h}}\n", "config: outbox.cleanup.after: needs an outbox table"},
 	{"partition without partitions", pg + "nats: {subject: 'outbox.{partition}.{aggregate_id}'}\n", "config: nats.partitions: must be set (for example 16) when a subject template uses {partition}"},
 	{"partitions without partition", pg + "nats: {partitions: 8}\n", "config: nats.partitions: is set but no subject template uses {partition}"},
+	{"receive buffer too small", "postgres: {url: 'postgres://x@h/db', receive_buffer: 512}\n", "config: postgres.receive_buffer: must be 0 (the kernel's autotuning) or 4096 to 67108864 bytes; got 512"},
+	{"receive buffer negative", "postgres: {url: 'postgres://x@h/db', receive_buffer: -1}\n", "config: postgres.receive_buffer: must be 0 (the kernel's autotuning) or 4096 to 67108864 bytes; got -1"},
+	{"receive buffer with a unit", "postgres: {url: 'postgres://x@h/db', receive_buffer: 64KiB}\n", `config: postgres.receive_buffer: expected a whole number, got "64KiB"`},
 	{"partitions not a number", pg + "nats: {partitions: many, subject: 'outbox.{partition}.{aggregate_id}'}\n", `config: nats.partitions: expected a whole number, got "many"`},
 	{"partitions negative", pg + "nats: {partitions: -2, subject: 'outbox.{partition}.{aggregate_id}'}\n", "config: nats.partitions: must be between 1 and 65536; got -2"},
 }
@@ -129,7 +132,7 @@ func TestDecodeErrors(t *testing.T) {
 		{"duplicate header column", pg + "outbox:\n  headers:\n    a: X-A\n    a: X-B\n", "config: outbox.headers.a: duplicate key (first set on line 5)"},
 		{"list for a string", pg + "nats:\n  url: [nats://a:4222, nats://b:4222]\n", "config: nats.url: expected a string, got a list"},
 		{"mapping for a string", pg + "nats:\n  url: {host: a}\n", "config: nats.url: expected a string, got a mapping"},
-		{"string for a section", "postgres: postgres://x\n", "config: postgres: expected a mapping with keys url, slot, publication, failover_slot, got a string"},
+		{"string for a section", "postgres: postgres://x\n", "config: postgres: expected a mapping with keys url, slot, publication, failover_slot, receive_buffer, got a string"},
 		{"list for a section", pg + "log: [info]\n", "config: log: expected a mapping with keys level, format, got a list"},
 		{"list for headers", pg + "outbox: {headers: [a, b]}\n", "config: outbox.headers: expected a mapping of column name to header name, got a list"},
 		{"mapping for a header", pg + "outbox: {headers: {a: {b: c}}}\n", "config: outbox.headers.a: expected a string, got a mapping"},

@@ -58,12 +58,23 @@ func (v *validator) postgres(p Postgres) {
 	default:
 		v.fail("postgres.failover_slot", "must be auto, on or off; got %q", p.FailoverSlot)
 	}
+	if b := p.ReceiveBuffer; b != 0 && (b < minReceiveBuffer || b > maxReceiveBuffer) {
+		v.fail("postgres.receive_buffer", "must be 0 (the kernel's autotuning) or %d to %d bytes; got %d", minReceiveBuffer, maxReceiveBuffer, b)
+	}
 	// Any publication name works, the relay quotes it everywhere; Postgres
 	// would silently truncate a longer one, and cannot store a NUL.
 	if n := len(p.Publication); n == 0 || n > 63 || strings.ContainsRune(p.Publication, 0) {
 		v.fail("postgres.publication", "must be 1 to 63 bytes (a Postgres identifier, without NUL); got %q", p.Publication)
 	}
 }
+
+// The bounds of postgres.receive_buffer: below 4 KiB the kernel rounds it
+// up anyway, and above 64 MiB it is surely a unit mistake (the kernel caps
+// it at net.core.rmem_max in any case).
+const (
+	minReceiveBuffer = 4 << 10
+	maxReceiveBuffer = 64 << 20
+)
 
 // slotName is the slot name closest to s that Postgres accepts: lower case,
 // other characters as '_', at most 63 bytes.
