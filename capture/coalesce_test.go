@@ -67,36 +67,48 @@ func TestCoalescingConnWaitsOnlyAfterEmptyingTheSocket(t *testing.T) {
 	}
 }
 
-// The replication connection is dialled as a coalescingConn over the
-// socket made raw (package sockio).
-func TestCoalesceReadsWrapsTheSocket(t *testing.T) {
+// dialCoalesced dials a local listener through coalesceReads(cfg,
+// readCoalesce, receiveBuffer), or, with receiveBuffer below 0, with a
+// plain dialer. It returns what the dial gave and the TCP socket under it.
+func dialCoalesced(t *testing.T, receiveBuffer int) (c net.Conn, raw *net.TCPConn) {
+	t.Helper()
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer ln.Close()
+	t.Cleanup(func() { ln.Close() })
 	go func() {
 		if c, err := ln.Accept(); err == nil {
-			defer c.Close()
-			c.Read(make([]byte, 1))
+			t.Cleanup(func() { c.Close() })
 		}
 	}()
-	var raw net.Conn
 	cfg := &pgconn.Config{DialFunc: func(ctx context.Context, network, addr string) (net.Conn, error) {
-		raw, err = (&net.Dialer{}).DialContext(ctx, network, addr)
-		return raw, err
+		c, err := (&net.Dialer{}).DialContext(ctx, network, addr)
+		if err == nil {
+			raw = c.(*net.TCPConn)
+		}
+		return c, err
 	}}
-	coalesceReads(cfg, readCoalesce, 0)
-	c, err := cfg.DialFunc(context.Background(), "tcp", ln.Addr().String())
+	if receiveBuffer >= 0 {
+		coalesceReads(cfg, readCoalesce, receiveBuffer)
+	}
+	c, err = cfg.DialFunc(context.Background(), "tcp", ln.Addr().String())
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer c.Close()
+	t.Cleanup(func() { c.Close() })
+	return c, raw
+}
+
+// The replication connection is dialled as a coalescingConn over the
+// socket made raw (package sockio).
+func TestCoalesceReadsWrapsTheSocket(t *testing.T) {
+	c, raw := dialCoalesced(t, 0)
 	cc, ok := c.(*coalescingConn)
 	if !ok {
 		t.Fatalf("dialled %T, want *coalescingConn", c)
 	}
-	if cc.Conn == raw {
+	if cc.Conn == net.Conn(raw) {
 		t.Error("the socket under the coalescingConn is not wrapped by sockio")
 	}
 	if cc.wait != readCoalesce {
@@ -107,36 +119,10 @@ func TestCoalesceReadsWrapsTheSocket(t *testing.T) {
 // postgres.receive_buffer sets the TCP socket's receive buffer; 0 leaves
 // the kernel's.
 func TestCoalesceReadsSetsTheReceiveBuffer(t *testing.T) {
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer ln.Close()
-	go func() {
-		for {
-			c, err := ln.Accept()
-			if err != nil {
-				return
-			}
-			defer c.Close()
-		}
-	}()
 	rcvbuf := func(size int) int {
 		t.Helper()
-		var raw net.Conn
-		cfg := &pgconn.Config{DialFunc: func(ctx context.Context, network, addr string) (net.Conn, error) {
-			raw, err = (&net.Dialer{}).DialContext(ctx, network, addr)
-			return raw, err
-		}}
-		if size >= 0 {
-			coalesceReads(cfg, readCoalesce, size)
-		}
-		c, err := cfg.DialFunc(context.Background(), "tcp", ln.Addr().String())
-		if err != nil {
-			t.Fatal(err)
-		}
-		defer c.Close()
-		sc, err := raw.(*net.TCPConn).SyscallConn()
+		_, raw := dialCoalesced(t, size)
+		sc, err := raw.SyscallConn()
 		if err != nil {
 			t.Fatal(err)
 		}
