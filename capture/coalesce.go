@@ -26,29 +26,46 @@ import (
 // follows another closely waits at most readCoalesce.
 const readCoalesce = time.Millisecond
 
+// readChunk is how many bytes the stream asks the socket for in one read.
+// pgproto3 reads at most 8 KiB at a time; a backlog's 64 KiB receive buffer
+// then took eight system calls to empty, where one read of readChunk takes
+// all of it.
+const readChunk = 128 << 10
+
 // coalescingConn is a net.Conn whose reads wait until wait has passed since
 // the last read that emptied the socket. A read that returns less than it
-// was asked for emptied it, at that moment.
+// was asked for emptied it, at that moment. It reads the socket len(buf)
+// bytes at a time and hands out what it read in the sizes asked for.
 type coalescingConn struct {
 	net.Conn
 	wait    time.Duration
 	now     func() time.Time // time.Now; a test's clock
 	sleep   func(time.Duration)
 	emptied time.Time // when a read last emptied the socket; zero if the last read filled its buffer
+	buf     []byte    // the socket's reads land here
+	unread  []byte    // what buf holds that Read has not yet handed out
 }
 
 func (c *coalescingConn) Read(p []byte) (int, error) {
-	if !c.emptied.IsZero() {
-		if d := c.wait - c.now().Sub(c.emptied); d > 0 {
-			c.sleep(d)
+	if len(c.unread) == 0 {
+		if !c.emptied.IsZero() {
+			if d := c.wait - c.now().Sub(c.emptied); d > 0 {
+				c.sleep(d)
+			}
+			c.emptied = time.Time{}
 		}
-		c.emptied = time.Time{}
+		n, err := c.Conn.Read(c.buf)
+		if n > 0 && n < len(c.buf) {
+			c.emptied = c.now()
+		}
+		if n == 0 {
+			return 0, err
+		}
+		c.unread = c.buf[:n] // an error with data comes back on the next read of the socket
 	}
-	n, err := c.Conn.Read(p)
-	if n > 0 && n < len(p) {
-		c.emptied = c.now()
-	}
-	return n, err
+	n := copy(p, c.unread)
+	c.unread = c.unread[n:]
+	return n, nil
 }
 
 // coalesceReads makes the connections cfg dials read as coalescingConn
@@ -77,6 +94,6 @@ func coalesceReads(cfg *pgconn.Config, wait time.Duration, receiveBuffer int) {
 				return nil, fmt.Errorf("postgres.receive_buffer: set the socket's receive buffer to %d bytes: %w", receiveBuffer, err)
 			}
 		}
-		return &coalescingConn{Conn: sockio.Wrap(c), wait: wait, now: time.Now, sleep: time.Sleep}, nil
+		return &coalescingConn{Conn: sockio.Wrap(c), wait: wait, now: time.Now, sleep: time.Sleep, buf: make([]byte, readChunk)}, nil
 	}
 }

@@ -3,6 +3,7 @@ package capture
 import (
 	"context"
 	"net"
+	"slices"
 	"syscall"
 	"testing"
 	"time"
@@ -37,6 +38,7 @@ func TestCoalescingConnWaitsOnlyAfterEmptyingTheSocket(t *testing.T) {
 		wait:  wait,
 		now:   func() time.Time { return clock },
 		sleep: func(d time.Duration) { slept = append(slept, d); clock = clock.Add(d) },
+		buf:   make([]byte, 4),
 	}
 	read := func(want string, advance time.Duration) {
 		t.Helper()
@@ -64,6 +66,42 @@ func TestCoalescingConnWaitsOnlyAfterEmptyingTheSocket(t *testing.T) {
 	read("ij", 0)
 	if len(slept) != 1 {
 		t.Fatalf("waited %v after a read that filled its buffer; want no new wait", slept)
+	}
+}
+
+func TestCoalescingConnHandsOutOneSocketReadInTheSizesAsked(t *testing.T) {
+	clock := time.Unix(1000, 0)
+	var slept []time.Duration
+	sock := &scriptedConn{chunks: [][]byte{
+		[]byte("0123456"), // less than the 8-byte buffer: the socket is empty
+		[]byte("abcdefgh"),
+	}}
+	c := &coalescingConn{
+		Conn:  sock,
+		wait:  time.Millisecond,
+		now:   func() time.Time { return clock },
+		sleep: func(d time.Duration) { slept = append(slept, d); clock = clock.Add(d) },
+		buf:   make([]byte, 8),
+	}
+	var got []string
+	for range 4 {
+		p := make([]byte, 3)
+		n, err := c.Read(p)
+		if err != nil {
+			t.Fatal(err)
+		}
+		got = append(got, string(p[:n]))
+	}
+	if want := []string{"012", "345", "6", "abc"}; !slices.Equal(got, want) {
+		t.Fatalf("reads of 3 bytes gave %q; want %q", got, want)
+	}
+	if len(sock.chunks) != 0 {
+		t.Fatalf("%d socket reads left; want both made", len(sock.chunks))
+	}
+	// The first socket read emptied the socket; what it brought was handed
+	// out without a wait, and the wait came before the second socket read.
+	if len(slept) != 1 || slept[0] != time.Millisecond {
+		t.Fatalf("waited %v; want one wait of 1ms, before the second socket read", slept)
 	}
 }
 
