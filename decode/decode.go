@@ -146,8 +146,8 @@ func (d *Decoder) Reset() {
 }
 
 // Decode decodes one pgoutput message: the payload of one XLogData. The
-// returned Event's Payload and Message's Content may alias msg, so the
-// caller must not modify msg while it uses them.
+// returned Event's Payload and string fields, and Message's Content, may
+// alias msg, so the caller must not modify msg while it uses them.
 //
 // An error means the stream cannot be followed (a malformed message, a
 // message out of protocol order, or an outbox table that does not match the
