@@ -2,6 +2,7 @@ package capture
 
 import (
 	"context"
+	"io"
 	"net"
 	"slices"
 	"syscall"
@@ -11,13 +12,16 @@ import (
 	"github.com/jackc/pgx/v5/pgconn"
 )
 
-// scriptedConn returns its chunks one per Read.
+// scriptedConn returns its chunks one per Read, then io.EOF.
 type scriptedConn struct {
 	net.Conn
 	chunks [][]byte
 }
 
 func (s *scriptedConn) Read(p []byte) (int, error) {
+	if len(s.chunks) == 0 {
+		return 0, io.EOF
+	}
 	n := copy(p, s.chunks[0])
 	s.chunks = s.chunks[1:]
 	return n, nil
@@ -88,7 +92,7 @@ func TestCoalescingConnHandsOutOneSocketReadInTheSizesAsked(t *testing.T) {
 		p := make([]byte, 3)
 		n, err := c.Read(p)
 		if err != nil {
-			t.Fatal(err)
+			t.Fatalf("read %d after %q: %v (the socket was read more often than once per chunk)", len(got)+1, got, err)
 		}
 		got = append(got, string(p[:n]))
 	}
