@@ -210,9 +210,15 @@ func TestCheckPostgres(t *testing.T) {
 
 	t.Run("slot active", func(t *testing.T) {
 		relay := testenv.StartProcess(t, c.bin, "run", "-config", good)
+		// The slot is active while the relay creates it too, and inactive
+		// for a moment between that and START_REPLICATION: wait for the
+		// relay to say it streams, which it does once the slot is its own.
 		testenv.WaitFor(t, 30*time.Second, "the relay streaming", func() (bool, error) {
 			if relay.Exited() {
 				t.Fatalf("relay exited:\n%s", relay.Output())
+			}
+			if !strings.Contains(relay.Output(), "msg=streaming") {
+				return false, nil
 			}
 			return c.slotActive("outboxrelay")
 		})
