@@ -24,26 +24,15 @@ func (d *Decoder) fill(ev *Event, rel *relation) {
 		Invalid: m.misfit,
 	}
 
-	// The string fields alias the message, as the payload does: the
-	// message lives exactly as long as the event, so a copy of them would
-	// be an allocation per event for nothing.
-	var rv [numReq]value
-	for i := range m.req {
-		rv[i] = at(vals, m.req[i].idx)
-	}
-	next := func(v value) string {
-		b := text(v)
-		return unsafe.String(unsafe.SliceData(b), len(b))
-	}
-
 	var req [numReq]string
-	for i := range rv {
-		req[i] = next(rv[i])
+	for i, f := range m.req {
+		v := at(vals, f.idx)
+		req[i] = str(v)
 		switch {
-		case rv[i].kind != colText:
-			checkKind(ev, rv[i], m.req[i].key, m.req[i].column)
-		case len(rv[i].data) == 0:
-			invalid(ev, "%s (column %q) is empty", m.req[i].key, m.req[i].column)
+		case v.kind != colText:
+			checkKind(ev, v, f.key, f.column)
+		case len(v.data) == 0:
+			invalid(ev, "%s (column %q) is empty", f.key, f.column)
 		}
 	}
 	ev.ID, ev.AggregateType, ev.AggregateID, ev.Type = req[reqID], req[reqAggregateType], req[reqAggregateID], req[reqType]
@@ -52,7 +41,7 @@ func (d *Decoder) fill(ev *Event, rel *relation) {
 		ev.Headers = make([]Header, 0, len(m.headers))
 		for _, h := range m.headers {
 			v := at(vals, h.idx)
-			s := next(v)
+			s := str(v)
 			switch v.kind {
 			case colNull: // omitted, as documented on Event.Headers
 			case colText:
@@ -119,6 +108,14 @@ func text(v value) []byte {
 		return nil
 	}
 	return v.data
+}
+
+// str is text(v) as a string that aliases the message, as the payload
+// does: the message lives exactly as long as its event, so a copy would be
+// an allocation per event for nothing.
+func str(v value) string {
+	b := text(v)
+	return unsafe.String(unsafe.SliceData(b), len(b))
 }
 
 // checkKind marks ev invalid unless v is a text value.
