@@ -185,8 +185,7 @@ func (c *checkEnv) whenStreaming(t *testing.T, slot, payload string) func() {
 	return func() {
 		t.Helper()
 		testenv.WaitFor(t, 30*time.Second, "the relay streaming slot "+slot, func() (bool, error) {
-			active, err := c.slotActive(slot)
-			return active, err
+			return c.slotStreaming(slot)
 		})
 		err := c.pg.Exec(context.Background(), `INSERT INTO public.outbox (aggregatetype, aggregateid, type, payload) VALUES ('order', 'o-1', 'OrderPlaced', $1)`, payload)
 		if err != nil {
@@ -195,15 +194,20 @@ func (c *checkEnv) whenStreaming(t *testing.T, slot, payload string) func() {
 	}
 }
 
-func (c *checkEnv) slotActive(slot string) (bool, error) {
+// slotStreaming reports whether a walsender streams slot: it holds the slot
+// and is past START_REPLICATION. The slot is active while a relay creates it
+// too, then inactive for a moment until START_REPLICATION takes it again, so
+// "active" alone does not say that the relay streams.
+func (c *checkEnv) slotStreaming(slot string) (bool, error) {
 	conn, err := c.pg.Connect(context.Background())
 	if err != nil {
 		return false, err
 	}
 	defer conn.Close(context.Background())
-	var active bool
-	err = conn.QueryRow(context.Background(), "SELECT coalesce(bool_or(active), false) FROM pg_replication_slots WHERE slot_name = $1", slot).Scan(&active)
-	return active, err
+	var streaming bool
+	err = conn.QueryRow(context.Background(), `SELECT EXISTS (SELECT 1 FROM pg_replication_slots s JOIN pg_stat_replication r ON r.pid = s.active_pid
+		WHERE s.slot_name = $1 AND r.state IN ('catchup', 'streaming'))`, slot).Scan(&streaming)
+	return streaming, err
 }
 
 // queryInt runs a query that returns one integer, as the superuser.

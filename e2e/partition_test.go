@@ -249,7 +249,7 @@ func TestPartitionedPublicationWithoutRoot(t *testing.T) {
 		if relay.Exited() {
 			t.Fatalf("relay exited:\n%s", relay.Output())
 		}
-		return c.slotActive("outboxrelay")
+		return c.slotStreaming("outboxrelay")
 	})
 	id := c.insertRow("order", "o-1", "OrderPlaced", `{}`)
 	js := c.js()
