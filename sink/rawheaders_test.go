@@ -82,3 +82,15 @@ func TestRawHeadersOnlyWithTheLinkedNATS(t *testing.T) {
 		}
 	}
 }
+
+func BenchmarkAppendHeaders(b *testing.B) {
+	var vals [len(baseHeaders)][]string
+	for i, v := range []string{"3fa85f64-5717-4562-b3fc-2c963f66afa6", "", "3fa85f64-5717-4562-b3fc-2c963f66afa6",
+		"OrderUpdated", "order", "agg-4242", "0/16B3748", "", "2026-11-26T15:04:05.123456Z"} {
+		vals[i] = []string{v}
+	}
+	var buf []byte
+	for b.Loop() {
+		buf = appendHeaders(buf[:0], &vals, 123456789, 42)
+	}
+}
