@@ -17,8 +17,8 @@ import (
 	"github.com/outboxrelay/outboxrelay/schema"
 )
 
-// benchEnv is a throwaway Postgres with the outbox table, a nats-server,
-// and a relay config pointing at both, in one temp dir.
+// benchEnv is a throwaway Postgres with the outbox table and a
+// nats-server, in one temp dir, where the relay's configs go too.
 type benchEnv struct {
 	o    *options
 	dir  string
@@ -26,8 +26,7 @@ type benchEnv struct {
 	ns   *testenv.NATS
 	nc   *nats.Conn
 	js   jetstream.JetStream
-	port int    // the relay's HTTP port
-	cfg  string // the relay's config file
+	port int // the relay's HTTP port
 
 	natsProfPort int // nats-server's pprof port, with -cpuprofile or -trace; else 0
 }
@@ -71,11 +70,6 @@ func newBenchEnv(o *options) (_ *benchEnv, err error) {
 	if e.port, err = testenv.FreePort(); err != nil {
 		return nil, err
 	}
-	e.cfg = filepath.Join(e.dir, "relay.yaml")
-	body := fmt.Sprintf("postgres: {url: %q}\nnats: {url: %q}\nhttp: {listen: \"127.0.0.1:%d\"}\n", e.pgURL(), e.ns.URL(), e.port)
-	if err := os.WriteFile(e.cfg, []byte(body), 0o600); err != nil {
-		return nil, err
-	}
 	if e.nc, err = nats.Connect(e.ns.URL()); err != nil {
 		return nil, err
 	}
@@ -111,7 +105,7 @@ func (e *benchEnv) close() {
 // is no sign that the slot is there.
 func (e *benchEnv) createSlots(ctx context.Context, extra ...string) error {
 	sqls := []string{"CREATE PUBLICATION outboxrelay FOR TABLE outbox"}
-	for _, slot := range append([]string{"outboxrelay"}, extra...) {
+	for _, slot := range append([]string{relaySlot(0)}, extra...) {
 		sqls = append(sqls, fmt.Sprintf("SELECT pg_create_logical_replication_slot('%s', 'pgoutput')", slot))
 	}
 	for _, sql := range sqls {
@@ -122,13 +116,34 @@ func (e *benchEnv) createSlots(ctx context.Context, extra ...string) error {
 	return nil
 }
 
-// startRelay starts bin/outboxrelay; stop it with stopRelay.
+// relaySlot is the slot of a drain's run k: the relay's default slot for
+// the first, then one more for each later run.
+func relaySlot(k int) string {
+	if k == 0 {
+		return "outboxrelay"
+	}
+	return fmt.Sprintf("outboxrelay_%d", k)
+}
+
+// startRelay starts bin/outboxrelay on the relay's default slot; stop it
+// with stopRelay.
 func (e *benchEnv) startRelay() (*testenv.Process, error) {
-	cmd := exec.Command("bin/outboxrelay", "run", "-config", e.cfg)
+	return e.startRelayOn(relaySlot(0))
+}
+
+// startRelayOn starts bin/outboxrelay on slot, which must exist, with a
+// config of its own.
+func (e *benchEnv) startRelayOn(slot string) (*testenv.Process, error) {
+	cfg := filepath.Join(e.dir, slot+".yaml")
+	body := fmt.Sprintf("postgres: {url: %q, slot: %q}\nnats: {url: %q}\nhttp: {listen: \"127.0.0.1:%d\"}\n", e.pgURL(), slot, e.ns.URL(), e.port)
+	if err := os.WriteFile(cfg, []byte(body), 0o600); err != nil {
+		return nil, err
+	}
+	cmd := exec.Command("bin/outboxrelay", "run", "-config", cfg)
 	if e.o.relayProcs != "" {
 		cmd.Env = append(os.Environ(), "GOMAXPROCS="+e.o.relayProcs)
 	}
-	relay, err := testenv.Launch(cmd, filepath.Join(e.dir, "relay.log"))
+	relay, err := testenv.Launch(cmd, filepath.Join(e.dir, slot+".log"))
 	if err != nil {
 		return nil, fmt.Errorf("start bin/outboxrelay (run make build): %w", err)
 	}

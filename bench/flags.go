@@ -23,6 +23,7 @@ type options struct {
 	profileSecs int           // how long each profile and trace is
 	relayProcs  string        // GOMAXPROCS for the relay; empty leaves its default
 	limits      bool          // measure the limits beside each drain
+	runs        int           // drains of each backlog, relay and limits; the table prints medians
 	// pgSocket makes the relay and the limits reach Postgres over its Unix
 	// socket, as a relay beside the database can; the default is TCP, as
 	// from a container.
@@ -36,7 +37,7 @@ type options struct {
 // parseFlags parses the command line; like the flag package's own, it exits
 // on -h and on a malformed flag.
 func parseFlags(args []string) (*options, error) {
-	o := &options{pacedBy: "postgres", polling: polling.DefaultConfig()}
+	o := &options{pacedBy: "postgres", polling: polling.DefaultConfig(), runs: 3}
 	fs := flag.NewFlagSet(os.Args[0], flag.ExitOnError)
 	sizes := fs.String("n", "100000,1000000", "comma-separated backlog sizes (empty: no drains)")
 	txSizes := fs.String("tx", "100,1", "comma-separated events per transaction")
@@ -47,6 +48,7 @@ func parseFlags(args []string) (*options, error) {
 	fs.IntVar(&o.profileSecs, "cpuprofile-seconds", 3, "how long each -cpuprofile profile and -trace trace is")
 	fs.StringVar(&o.relayProcs, "relay-gomaxprocs", "", "GOMAXPROCS for the relay (empty: the relay's default, 1)")
 	fs.BoolVar(&o.limits, "limits", true, "also measure the decode-only, publish-only and pg_recvlogical limits of each backlog (false: only the relay's drain, for quick A/B runs)")
+	fs.Func("runs", "drain each backlog this many times, the limits and the relay in turn, each through a replication slot of its own made before the backlog; the table prints each figure's median, and every run's relay rate, /limit and relay CPU beside it (default 3)", positive(&o.runs, strconv.Atoi))
 	fs.BoolVar(&o.pgSocket, "pg-socket", false, "connect the relay and the limits to Postgres over its Unix socket instead of TCP")
 	fs.Func("paced-by", "who commits the latency runs' paced inserts: postgres (a procedure, the default) or client (this process, over 8 connections)", func(v string) error {
 		if v != "postgres" && v != "client" {

@@ -20,6 +20,7 @@ import (
 	"net/http"
 	"os"
 	"os/exec"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
@@ -128,58 +129,158 @@ func drains(o *options) error {
 	fmt.Println("relay once started = the relay's CPU time per event after the first poll (every 50ms) that saw events stored.")
 	fmt.Println("cpu feeding decode-only = the walsender's CPU time per event while decode-only read the backlog.")
 	fmt.Println()
+	if o.runs > 1 {
+		fmt.Printf("Each backlog is drained %d times, the limits and then the relay in turn, each through a slot of its own\n", o.runs)
+		fmt.Println("made before the backlog was written. Each figure is the median of the runs (/limit: of each run's own")
+		fmt.Println("/limit), peak RSS the largest; runs = every run's relay rate, /limit and relay CPU, in order.")
+	}
+	fmt.Println()
 	fmt.Printf("%-9s %9s %10s %10s %14s %10s %10s %7s %7s %8s %10s\n", "events/tx", "events", "relay ev/s", "decode", "pg_recvlogical", "publish", "publish*", "/limit", "/limit*", "first", "peak RSS")
 	for _, n := range ns {
 		for _, tx := range txs {
-			res, err := drain(o, n, tx)
+			rs, err := drain(o, n, tx)
 			if err != nil {
 				return err
 			}
-			rate := float64(n) / res.secs
-			read := max(res.decode, res.recvlogical)
-			ofLimit, ofLimitSink := rate/min(read, res.publish), rate/min(read, res.publishSink)
-			if !o.limits {
-				ofLimit, ofLimitSink = 0, 0 // not measured
-			}
-			fmt.Printf("%-9d %9d %10.0f %10.0f %14.0f %10.0f %10.0f %7.2f %7.2f %8s %6.1f MiB\n", tx, n, rate, res.decode, res.recvlogical, res.publish, res.publishSink, ofLimit, ofLimitSink, res.first.Round(time.Millisecond), float64(res.rssKiB)/1024)
-			fmt.Printf("    cpu: %s\n", formatCPU(res.cpu, n, res.cpuSecs))
-			if after := uint64(n) - res.startEvents; res.startEvents > 0 && after > 0 {
-				fmt.Printf("    relay once started: %.2f µs/event (its first %.0f ms of CPU, to the first events stored, left out)\n",
-					(res.cpu["relay"]-res.startCPU)/float64(after)*1e6, res.startCPU*1000)
-			}
-			if o.limits {
-				fmt.Printf("    cpu feeding decode-only: walsender %.1f µs/event\n", res.decodeWalsender/float64(n)*1e6)
-			}
+			printDrain(o, n, tx, rs)
 		}
 	}
 	return nil
 }
 
-func drain(o *options, n, txSize int) (result, error) {
+// printDrain prints the row of one backlog's runs, and its cpu lines.
+func printDrain(o *options, n, tx int, rs []result) {
+	med := func(f func(result) float64) float64 { return median(rs, f) }
+	rate := func(r result) float64 { return float64(n) / r.secs }
+	ofLimit := func(r result) float64 { return rate(r) / min(max(r.decode, r.recvlogical), r.publish) }
+	ofLimitSink := func(r result) float64 { return rate(r) / min(max(r.decode, r.recvlogical), r.publishSink) }
+	relayCPU := func(r result) float64 { return r.cpu["relay"] / float64(n) * 1e6 }
+	limit, limitSink := med(ofLimit), med(ofLimitSink)
+	if !o.limits {
+		limit, limitSink = 0, 0 // not measured
+	}
+	peak := 0
+	for _, r := range rs {
+		peak = max(peak, r.rssKiB)
+	}
+	first := time.Duration(med(func(r result) float64 { return float64(r.first) }))
+	fmt.Printf("%-9d %9d %10.0f %10.0f %14.0f %10.0f %10.0f %7.2f %7.2f %8s %6.1f MiB\n", tx, n, med(rate),
+		med(func(r result) float64 { return r.decode }), med(func(r result) float64 { return r.recvlogical }),
+		med(func(r result) float64 { return r.publish }), med(func(r result) float64 { return r.publishSink }),
+		limit, limitSink, first.Round(time.Millisecond), float64(peak)/1024)
+	if len(rs) > 1 {
+		line := "    runs: relay " + each(rs, rate, "%.0f") + " events/s"
+		if o.limits {
+			line += "; /limit " + each(rs, ofLimit, "%.2f")
+		}
+		fmt.Println(line + "; relay cpu " + each(rs, relayCPU, "%.2f") + " µs/event")
+	}
+	cpu := map[string]float64{}
+	for role := range rs[0].cpu {
+		cpu[role] = med(func(r result) float64 { return r.cpu[role] })
+	}
+	fmt.Printf("    cpu: %s\n", formatCPU(cpu, n, med(func(r result) float64 { return r.cpuSecs })))
+	var started []result // the runs whose start was seen apart from the drain
+	for _, r := range rs {
+		if r.startEvents > 0 && r.startEvents < uint64(n) {
+			started = append(started, r)
+		}
+	}
+	if len(started) > 0 {
+		fmt.Printf("    relay once started: %.2f µs/event (its first %.0f ms of CPU, to the first events stored, left out)\n",
+			median(started, func(r result) float64 { return (r.cpu["relay"] - r.startCPU) / float64(uint64(n)-r.startEvents) * 1e6 }),
+			median(started, func(r result) float64 { return r.startCPU * 1000 }))
+	}
+	if o.limits {
+		fmt.Printf("    cpu feeding decode-only: walsender %.1f µs/event\n", med(func(r result) float64 { return r.decodeWalsender })/float64(n)*1e6)
+	}
+}
+
+// median is the median of f over rs (of the middle two, their mean).
+func median(rs []result, f func(result) float64) float64 {
+	v := make([]float64, len(rs))
+	for i, r := range rs {
+		v[i] = f(r)
+	}
+	slices.Sort(v)
+	if len(v)%2 == 1 {
+		return v[len(v)/2]
+	}
+	return (v[len(v)/2-1] + v[len(v)/2]) / 2
+}
+
+// each is f of every run, in order, formatted with format.
+func each(rs []result, f func(result) float64, format string) string {
+	parts := make([]string, len(rs))
+	for i, r := range rs {
+		parts[i] = fmt.Sprintf(format, f(r))
+	}
+	return strings.Join(parts, " ")
+}
+
+// drain writes a backlog of n events in transactions of txSize, and drains
+// it o.runs times. Every run's readers (the relay, decode-only and
+// pg_recvlogical) have slots of their own, all made before the backlog, so
+// each reads all of it.
+func drain(o *options, n, txSize int) ([]result, error) {
 	ctx := context.Background()
 	e, err := newBenchEnv(o)
 	if err != nil {
-		return result{}, err
+		return nil, err
 	}
 	defer e.close()
-	if err := e.createSlots(ctx, "bench_decode", "bench_recvlogical"); err != nil {
-		return result{}, err
+	var slots []string
+	for k := range o.runs {
+		if k > 0 {
+			slots = append(slots, relaySlot(k))
+		}
+		if o.limits {
+			slots = append(slots, limitSlot("decode", k), limitSlot("recvlogical", k))
+		}
+	}
+	if err := e.createSlots(ctx, slots...); err != nil {
+		return nil, err
 	}
 	if err := writeBacklog(ctx, e.pg, n, txSize); err != nil {
-		return result{}, err
+		return nil, err
 	}
+	var rs []result
+	for k := range o.runs {
+		res, err := drainOnce(o, e, n, txSize, k)
+		if err != nil {
+			return nil, fmt.Errorf("drain %d of %d of %d events, %d per transaction: %w", k+1, o.runs, n, txSize, err)
+		}
+		rs = append(rs, res)
+	}
+	return rs, nil
+}
+
+// limitSlot is the slot a limit's reader uses in run k.
+func limitSlot(reader string, k int) string { return fmt.Sprintf("bench_%s_%d", reader, k) }
+
+// drainOnce is run k of a drain: the limits, then the relay on its own slot
+// into a new stream.
+func drainOnce(o *options, e *benchEnv, n, txSize, k int) (result, error) {
+	ctx := context.Background()
 	var res result
+	var err error
 	if o.limits {
-		if res.decode, res.decodeWalsender, err = decodeLimit(e.pgURL(), e.pg.Pid(), "bench_decode", n); err != nil {
+		if res.decode, res.decodeWalsender, err = decodeLimit(e.pgURL(), e.pg.Pid(), limitSlot("decode", k), n); err != nil {
 			return result{}, err
 		}
-		if res.recvlogical, err = recvlogicalLimit(ctx, e.pg, e.pgURL(), "bench_recvlogical", n); err != nil {
+		if res.recvlogical, err = recvlogicalLimit(ctx, e.pg, e.pgURL(), limitSlot("recvlogical", k), n); err != nil {
 			return result{}, err
+		}
+		for _, slot := range []string{limitSlot("decode", k), limitSlot("recvlogical", k)} {
+			if err := e.pg.Exec(ctx, "SELECT pg_drop_replication_slot($1)", slot); err != nil {
+				return result{}, err
+			}
 		}
 	}
-	for _, slot := range []string{"bench_decode", "bench_recvlogical"} {
-		if err := e.pg.Exec(ctx, "SELECT pg_drop_replication_slot($1)", slot); err != nil {
-			return result{}, err
+	if k > 0 {
+		// The run before's relay made the stream, and stored every event in it.
+		if err := e.js.DeleteStream(ctx, "OUTBOX"); err != nil {
+			return result{}, fmt.Errorf("delete the run before's stream: %w", err)
 		}
 	}
 	if o.limits {
@@ -194,13 +295,16 @@ func drain(o *options, n, txSize int) (result, error) {
 	roots := map[int]string{e.pg.Pid(): "postgres", e.ns.Pid(): "nats-server"}
 	before := sampleCPU(roots)
 	start := time.Now()
-	relay, err := e.startRelay()
+	relay, err := e.startRelayOn(relaySlot(k))
 	if err != nil {
 		return result{}, err
 	}
 	defer stopRelay(relay)
 	roots[relay.Pid()] = "relay"
-	profiled := e.startProfiles(fmt.Sprintf("%d-%d", n, txSize))
+	profiled := func() error { return nil }
+	if k == 0 {
+		profiled = e.startProfiles(fmt.Sprintf("%d-%d", n, txSize))
+	}
 	first, last, err := e.waitStream(relay, uint64(n), 10*time.Minute, func(stored uint64) {
 		if _, ticks, ok := procStat(relay.Pid()); ok {
 			res.startCPU, res.startEvents = float64(ticks)/ticksPerSec, stored
