@@ -306,8 +306,8 @@ func drainOnce(o *options, e *benchEnv, n, txSize, k int) (result, error) {
 		profiled = e.startProfiles(fmt.Sprintf("%d-%d", n, txSize))
 	}
 	first, last, err := e.waitStream(relay, uint64(n), 10*time.Minute, func(stored uint64) {
-		if _, ticks, ok := procStat(relay.Pid()); ok {
-			res.startCPU, res.startEvents = float64(ticks)/ticksPerSec, stored
+		if ns, ok := procCPUNanos(relay.Pid()); ok {
+			res.startCPU, res.startEvents = float64(ns)/1e9, stored
 		}
 	})
 	if err != nil {

@@ -1,6 +1,8 @@
 // Package procstat reads /proc/<pid>/stat, the kernel's one-line summary of
 // a process (proc(5)), for the tests and the bench that watch the processes
-// they start: whether one still runs, its parent, the CPU time it used.
+// they start: whether one still runs, its parent, the CPU time it used. For
+// CPU time finer than Stat's clock ticks, CPUNanos reads each thread's
+// schedstat.
 package procstat
 
 import (
@@ -67,4 +69,39 @@ func Parse(b []byte) (Stat, error) {
 		return Stat{}, fmt.Errorf("starttime: %w", err)
 	}
 	return st, nil
+}
+
+// CPUNanos is the CPU time, in nanoseconds, of the threads of process pid
+// that still run: the sum of the first field of /proc/<pid>/task/*/schedstat
+// (the kernel's own count, not sampled by ticks). Stat's UTime and STime are
+// the same time rounded down to 10 ms each, which over a drain of 100k events
+// is up to 0.2 µs per event. Threads that ended are not counted, as they are
+// in Stat: use it on processes whose threads live as long as they do (Go
+// programs, Postgres backends).
+func CPUNanos(pid int) (uint64, error) {
+	dir := "/proc/" + strconv.Itoa(pid) + "/task"
+	tasks, err := os.ReadDir(dir)
+	if err != nil {
+		return 0, err
+	}
+	var sum uint64
+	for _, t := range tasks {
+		b, err := os.ReadFile(dir + "/" + t.Name() + "/schedstat")
+		if errors.Is(err, os.ErrNotExist) {
+			continue // the thread ended since ReadDir
+		}
+		if err != nil {
+			return 0, err
+		}
+		f := bytes.Fields(b)
+		if len(f) == 0 {
+			return 0, fmt.Errorf("%s/%s/schedstat is empty", dir, t.Name())
+		}
+		ns, err := strconv.ParseUint(string(f[0]), 10, 64)
+		if err != nil {
+			return 0, fmt.Errorf("%s/%s/schedstat: %w", dir, t.Name(), err)
+		}
+		sum += ns
+	}
+	return sum, nil
 }

@@ -2,7 +2,10 @@ package procstat_test
 
 import (
 	"os"
+	"sync"
+	"syscall"
 	"testing"
+	"time"
 
 	"github.com/outboxrelay/outboxrelay/internal/procstat"
 )
@@ -40,5 +43,46 @@ func TestReadSelf(t *testing.T) {
 	}
 	if st.PPID != os.Getppid() || st.State != 'R' && st.State != 'S' {
 		t.Errorf("Read(self) = %+v, want ppid %d and state R or S", st, os.Getppid())
+	}
+}
+
+// CPUNanos must count what the kernel counts for the process: measured
+// around 200 ms of spinning on two goroutines, its change must agree with
+// getrusage's (µs, every thread) to within a few ms, where Stat's ticks
+// can be 20 ms off.
+func TestCPUNanosAgreesWithRusage(t *testing.T) {
+	rusage := func() time.Duration {
+		var ru syscall.Rusage
+		if err := syscall.Getrusage(syscall.RUSAGE_SELF, &ru); err != nil {
+			t.Fatal(err)
+		}
+		return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
+	}
+	nanos := func() time.Duration {
+		ns, err := procstat.CPUNanos(os.Getpid())
+		if err != nil {
+			t.Fatal(err)
+		}
+		return time.Duration(ns)
+	}
+	spin := func(d time.Duration) {
+		for end := time.Now().Add(d); time.Now().Before(end); {
+		}
+	}
+	var wg sync.WaitGroup
+	wg.Go(func() { spin(100 * time.Millisecond) }) // start the threads before the first reading
+	wg.Go(func() { spin(100 * time.Millisecond) })
+	wg.Wait()
+	r0, n0 := rusage(), nanos()
+	wg.Go(func() { spin(200 * time.Millisecond) })
+	wg.Go(func() { spin(200 * time.Millisecond) })
+	wg.Wait()
+	r1, n1 := rusage(), nanos()
+	dr, dn := r1-r0, n1-n0
+	if dr < 100*time.Millisecond {
+		t.Fatalf("getrusage counted %s for 2×200ms of spinning; is the machine that busy?", dr)
+	}
+	if diff := (dn - dr).Abs(); diff > 5*time.Millisecond {
+		t.Errorf("CPUNanos counted %s, getrusage %s: %s apart", dn, dr, diff)
 	}
 }
