@@ -32,10 +32,7 @@ const nsPerTick = 1e9 / procstat.TicksPerSecond
 // descendants. role names each root's tree; a Postgres backend that is a
 // walsender is counted as "walsender".
 func sampleCPU(roots map[int]string) cpuSample {
-	type proc struct {
-		ppid int
-	}
-	all := map[int]proc{}
+	parent := map[int]int{} // pid: ppid
 	dirs, _ := filepath.Glob("/proc/[0-9]*")
 	for _, d := range dirs {
 		pid, err := strconv.Atoi(filepath.Base(d))
@@ -43,7 +40,7 @@ func sampleCPU(roots map[int]string) cpuSample {
 			continue
 		}
 		if st, err := procstat.Read(pid); err == nil {
-			all[pid] = proc{st.PPID}
+			parent[pid] = st.PPID
 		}
 	}
 	out := cpuSample{}
@@ -51,9 +48,9 @@ func sampleCPU(roots map[int]string) cpuSample {
 		out[pidSteal] = procCPU{"steal", steal * nsPerTick}
 		out[pidMachine] = procCPU{"machine", total * nsPerTick}
 	}
-	for pid := range all {
+	for pid := range parent {
 		// Walk up to a root; the tree is shallow (runuser, postmaster, backend).
-		for anc, depth := pid, 0; anc > 1 && depth < 8; anc, depth = all[anc].ppid, depth+1 {
+		for anc, depth := pid, 0; anc > 1 && depth < 8; anc, depth = parent[anc], depth+1 {
 			role, ok := roots[anc]
 			if !ok {
 				continue
