@@ -68,15 +68,16 @@ var headerLeads = func() (leads [len(baseHeaders)]string) {
 // The values are representable (see Publish), so nats.go would send them
 // as they are.
 func appendHeaders(b []byte, vals *[len(baseHeaders)][]string, lastSeq uint64, txSeq uint32) []byte {
-	l := &headerLeads
-	b = append(append(b, l[0]...), vals[0][0]...)
-	b = strconv.AppendUint(append(b, l[hdrExpectedSeq]...), lastSeq, 10)
-	for i := hdrExpectedSeq + 1; i < hdrTxSeq; i++ {
-		b = append(append(b, l[i]...), vals[i][0]...)
-	}
-	b = strconv.AppendUint(append(b, l[hdrTxSeq]...), uint64(txSeq), 10)
-	for i := hdrTxSeq + 1; i < len(l); i++ {
-		b = append(append(b, l[i]...), vals[i][0]...)
+	for i, lead := range &headerLeads {
+		b = append(b, lead...)
+		switch i {
+		case hdrExpectedSeq:
+			b = strconv.AppendUint(b, lastSeq, 10)
+		case hdrTxSeq:
+			b = strconv.AppendUint(b, uint64(txSeq), 10)
+		default:
+			b = append(b, vals[i][0]...)
+		}
 	}
 	return append(b, "\r\n\r\n"...)
 }
