@@ -14,20 +14,29 @@ func mustEscape(b byte) bool {
 	return b <= ' ' || b >= 0x7f || b == '.' || b == '*' || b == '>' || b == '%'
 }
 
+// escapes is mustEscape of every byte, read from a table in AppendEscaped.
+var escapes = func() (t [256]bool) {
+	for b := range t {
+		t[b] = mustEscape(byte(b))
+	}
+	return t
+}()
+
 // AppendEscaped appends v to buf as one subject token, percent-escaping the
 // bytes that may not appear in it: '.', '*', '>', '%', white space and
 // non-printable or non-ASCII bytes become %XX. The escaping is
 // deterministic and reversed by Unescape.
 func AppendEscaped(buf []byte, v string) []byte {
+	plain := 0 // where the bytes not yet appended start
 	for i := 0; i < len(v); i++ {
-		b := v[i]
-		if mustEscape(b) {
+		if b := v[i]; escapes[b] {
+			buf = append(buf, v[plain:i]...)
 			buf = append(buf, '%', hexDigits[b>>4], hexDigits[b&0xf])
-		} else {
-			buf = append(buf, b)
+			plain = i + 1
 		}
 	}
-	return buf
+	// Most values need no escape, and are appended here whole.
+	return append(buf, v[plain:]...)
 }
 
 // Escape returns v escaped as one subject token; see AppendEscaped.
