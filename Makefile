@@ -4,7 +4,7 @@ VERSION ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo dev)
 # The same flags as the Dockerfile: a static, reproducible binary.
 LDFLAGS := -s -w -X main.version=$(VERSION)
 
-.PHONY: all build test test-pg pg-fetch vet demo bench fuzz soak clean prereqs
+.PHONY: all build test test-pg pg-fetch vet demo bench pgo fuzz soak clean prereqs
 
 all: build
 
@@ -64,6 +64,21 @@ demo: build bin/nats-server ## Postgres + nats-server + relay under ./.demo, sam
 
 bench: build bin/nats-server ## throughput figures (never a pass/fail on timing)
 	NATS_SERVER_BIN=$(CURDIR)/bin/nats-server $(GO) run ./bench
+
+# default.pgo is the CPU profile `go build` optimizes the relay for
+# (profile-guided optimization): the relay's own profiles in two drains and
+# a paced run of the bench, merged. Refresh it after a change to the hot
+# path; docs/development.md says how to check what it gains.
+PGO_DIR ?= $(or $(TMPDIR),/tmp)/outboxrelay-pgo
+
+pgo: build bin/nats-server ## refresh default.pgo from the relay's CPU profiles in bench runs (a minute or two)
+	rm -rf $(PGO_DIR) && mkdir -p $(PGO_DIR)
+	NATS_SERVER_BIN=$(CURDIR)/bin/nats-server $(GO) run ./bench -n 1000000 -tx 100 -rates 2500 -limits=false -baseline=false -runs 1 \
+	  -cpuprofile $(PGO_DIR)/a -cpuprofile-seconds 10
+	NATS_SERVER_BIN=$(CURDIR)/bin/nats-server $(GO) run ./bench -n 300000 -tx 1 -rates "" -limits=false -baseline=false -runs 1 \
+	  -cpuprofile $(PGO_DIR)/b -cpuprofile-seconds 4
+	$(GO) tool pprof -proto $$(ls $(PGO_DIR)/*.pprof | grep -v -- '-nats\.pprof$$') > default.pgo
+	rm -rf $(PGO_DIR)
 
 fuzz: ## each fuzz target for FUZZTIME (default 5m)
 	$(GO) test -run '^$$' -fuzz FuzzDecode -fuzztime $${FUZZTIME:-5m} ./decode/

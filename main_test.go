@@ -117,3 +117,23 @@ func TestOneProc(t *testing.T) {
 		t.Errorf("with GOMAXPROCS=3 set, GOMAXPROCS = %d after oneProc, want 3 (the operator's choice)", got)
 	}
 }
+
+// The relay is built with profile-guided optimization from default.pgo
+// (docs/performance.md, "Profile-guided optimization"). go build and go
+// test use the main package's default.pgo unless told otherwise, so this
+// test binary was built as make build and the Dockerfile build the relay.
+func TestBuiltWithTheProfile(t *testing.T) {
+	bi, ok := debug.ReadBuildInfo()
+	if !ok {
+		t.Fatal("no build information")
+	}
+	for _, s := range bi.Settings {
+		if s.Key == "-pgo" {
+			if filepath.Base(s.Value) != "default.pgo" {
+				t.Fatalf("built with the profile %s; want default.pgo", s.Value)
+			}
+			return
+		}
+	}
+	t.Fatal("built without profile-guided optimization: default.pgo is missing from the relay's directory (make pgo makes it), or the build was given -pgo=off")
+}
