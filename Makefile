@@ -68,7 +68,8 @@ bench: build bin/nats-server ## throughput figures (never a pass/fail on timing)
 # default.pgo is the CPU profile `go build` optimizes the relay for
 # (profile-guided optimization): the relay's own profiles in two drains and
 # a paced run of the bench, merged. Refresh it after a change to the hot
-# path; docs/development.md says how to check what it gains.
+# path; docs/performance.md, "Profile-guided optimization", says how to
+# check what it gains.
 PGO_DIR ?= $(or $(TMPDIR),/tmp)/outboxrelay-pgo
 
 pgo: build bin/nats-server ## refresh default.pgo from the relay's CPU profiles in bench runs (a minute or two)
